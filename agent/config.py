@@ -1,0 +1,162 @@
+"""agent.toml: the daemon's settings. Unknown keys are errors that name the key."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 boards
+    import tomli as tomllib
+
+from agent.runtime import DELEGATES, RUNTIMES
+from agent.topics import Topics, check_id
+
+
+class ConfigError(Exception):
+    """agent.toml cannot be used; the message names the file, key and what is allowed."""
+
+
+@dataclass
+class MqttSettings:
+    host: str = "localhost"
+    port: int = 1883
+    prefix: str = "edgefleet"
+    keepalive: int = 30
+    client_id: str = ""  # default: edgefleet-agent-<device_id>
+
+
+@dataclass
+class RuntimeSettings:
+    runtime: str = "auto"  # auto | ai-edge-litert | tflite-runtime | tensorflow
+    delegate: str = "cpu"  # cpu | edgetpu
+    num_threads: int = 0  # 0: the runtime's default
+    allow_cpu_fallback: bool = False  # never fall back silently: off unless asked
+    delegate_options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ServeSettings:
+    # "127.0.0.1:PORT", "unix:/path/to.sock", or "" for no local API
+    http: str = "127.0.0.1:8470"
+    mqtt: bool = True
+
+
+@dataclass
+class TelemetrySettings:
+    interval_s: float = 10.0
+
+
+@dataclass
+class DeliverySettings:
+    window: int = 8  # chunk topics subscribed at once
+    chunk_timeout_s: float = 15.0  # re-subscribe a chunk that has not arrived by then
+    max_bad_chunks: int = 3  # a chunk failing its hash this often fails the install
+
+
+@dataclass
+class AgentConfig:
+    device_id: str
+    state_dir: Path
+    trust_dir: Path
+    groups: list[str] = field(default_factory=list)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.mqtt.prefix)
+
+
+_SECTIONS = {"mqtt": MqttSettings, "runtime": RuntimeSettings, "serve": ServeSettings,
+             "telemetry": TelemetrySettings, "delivery": DeliverySettings}
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        kind = type(default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not kind:
+            raise ConfigError(f"{where}.{name}: expected {kind.__name__}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def parse_config(data: dict[str, Any], source: str = "agent.toml") -> AgentConfig:
+    top = dict(data)
+    sections = {name: top.pop(name) for name in list(top) if name in _SECTIONS}
+    allowed = {"device_id", "state_dir", "trust_dir", "groups"}
+    unknown = set(top) - allowed
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {sorted(unknown)}; top-level keys are {sorted(allowed)} "
+            f"and sections [{'], ['.join(_SECTIONS)}]"
+        )
+    for key in ("device_id", "state_dir", "trust_dir"):
+        if not isinstance(top.get(key), str) or not top[key]:
+            raise ConfigError(f"{source}: '{key}' is required (a string)")
+    groups = top.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ConfigError(f"{source}: 'groups' must be a list of strings")
+    try:
+        check_id("device", top["device_id"])
+        for g in groups:
+            check_id("group", g)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    built = {}
+    for name, cls in _SECTIONS.items():
+        section = sections.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        built[name] = _build(cls, section, f"{source} [{name}]")
+    cfg = AgentConfig(device_id=top["device_id"], state_dir=Path(top["state_dir"]),
+                      trust_dir=Path(top["trust_dir"]), groups=groups, **built)
+    _check_values(cfg, source)
+    return cfg
+
+
+def _check_values(cfg: AgentConfig, source: str) -> None:
+    if cfg.runtime.runtime != "auto" and cfg.runtime.runtime not in RUNTIMES:
+        raise ConfigError(f"{source} [runtime] runtime: choose auto or one of {list(RUNTIMES)}")
+    if cfg.runtime.delegate not in DELEGATES:
+        raise ConfigError(f"{source} [runtime] delegate: choose one of {list(DELEGATES)}")
+    if cfg.telemetry.interval_s <= 0:
+        raise ConfigError(f"{source} [telemetry] interval_s must be above 0")
+    if cfg.delivery.window < 1:
+        raise ConfigError(f"{source} [delivery] window must be at least 1")
+    http = cfg.serve.http
+    if http and not http.startswith("unix:"):
+        host, _, port = http.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{source} [serve] http: use 'HOST:PORT', 'unix:/path.sock' or ''")
+    try:
+        Topics(cfg.mqtt.prefix)
+    except ValueError as exc:
+        raise ConfigError(f"{source} [mqtt] prefix: {exc}") from None
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; see docs/operations.md for an example") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,120 @@
+"""Delivery over MQTT: the signed transfer manifest and the chunks of one bundle.
+
+The publisher puts both on retained topics, so the broker is the store; a device
+fetches only the chunks it lacks and checks each against the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from agent.signing import SignatureError, SigningKey, TrustStore, canonical_json
+
+FORMAT = "edgefleet.transfer/1"
+DEFAULT_CHUNK_SIZE = 64 * 1024
+# Below every common broker limit (AWS IoT Core 128 KB) with room for MQTT headers.
+MAX_CHUNK_SIZE = 120 * 1024
+MIN_CHUNK_SIZE = 1024
+
+
+class DeliveryError(Exception):
+    """A transfer manifest or chunk cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class TransferManifest:
+    bundle_id: str
+    bundle_sha256: str
+    bundle_size: int
+    chunk_size: int
+    chunk_sha256: tuple[str, ...]
+    name: str
+    version: str
+    signed_by: str = ""
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunk_sha256)
+
+    def chunk_ok(self, index: int, data: bytes) -> bool:
+        return 0 <= index < self.chunk_count and hashlib.sha256(data).hexdigest() == self.chunk_sha256[index]
+
+    def expected_chunk_size(self, index: int) -> int:
+        if index < self.chunk_count - 1:
+            return self.chunk_size
+        return self.bundle_size - self.chunk_size * (self.chunk_count - 1)
+
+
+def bundle_id_for(name: str, version: str, bundle_sha256: str) -> str:
+    """Readable and content-addressed: the same bytes always get the same id."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{name}-{version}").strip("-.")[:100] or "bundle"
+    return f"{slug}-{bundle_sha256[:12]}"
+
+
+def split_chunks(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[bytes]:
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise DeliveryError(
+            f"chunk size {chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes"
+        )
+    return [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
+
+
+def build_transfer_manifest(
+    data: bytes, name: str, version: str, key: SigningKey, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The signed manifest payload and the chunks, ready to publish."""
+    chunks = split_chunks(data, chunk_size)
+    digest = hashlib.sha256(data).hexdigest()
+    body = {
+        "format": FORMAT,
+        "bundle_id": bundle_id_for(name, version, digest),
+        "bundle_sha256": digest,
+        "bundle_size": len(data),
+        "chunk_size": chunk_size,
+        "chunks": [hashlib.sha256(c).hexdigest() for c in chunks],
+        "name": name,
+        "version": version,
+        "published_at": time.time(),
+    }
+    return {"body": body, "signature": key.sign(canonical_json(body))}, chunks
+
+
+def parse_transfer_manifest(payload: bytes, trust: TrustStore, expect_id: str) -> TransferManifest:
+    """Check the signature and shape of a manifest payload; raise DeliveryError with the reason."""
+    try:
+        doc = json.loads(payload)
+        body, signature = doc["body"], doc["signature"]
+    except (ValueError, KeyError, TypeError):
+        raise DeliveryError("transfer manifest is not JSON with 'body' and 'signature'") from None
+    if not isinstance(body, dict):
+        raise DeliveryError("transfer manifest body is not an object")
+    try:
+        signed_by = trust.verify(canonical_json(body), signature)
+    except SignatureError as exc:
+        raise DeliveryError(f"transfer manifest signature rejected: {exc}") from None
+    if body.get("format") != FORMAT:
+        raise DeliveryError(f"transfer format {body.get('format')!r} is not {FORMAT!r}")
+    try:
+        m = TransferManifest(
+            bundle_id=str(body["bundle_id"]),
+            bundle_sha256=str(body["bundle_sha256"]),
+            bundle_size=int(body["bundle_size"]),
+            chunk_size=int(body["chunk_size"]),
+            chunk_sha256=tuple(str(h) for h in body["chunks"]),
+            name=str(body["name"]),
+            version=str(body["version"]),
+            signed_by=signed_by,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DeliveryError(f"transfer manifest field missing or wrong type: {exc}") from None
+    if m.bundle_id != expect_id:
+        raise DeliveryError(f"manifest is for {m.bundle_id!r}, expected {expect_id!r}")
+    expected_count = max(1, -(-m.bundle_size // m.chunk_size)) if m.chunk_size > 0 else -1
+    if not MIN_CHUNK_SIZE <= m.chunk_size <= MAX_CHUNK_SIZE or m.chunk_count != expected_count:
+        raise DeliveryError("transfer manifest chunk size and chunk count do not fit the bundle size")
+    return m

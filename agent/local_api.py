@@ -1,0 +1,136 @@
+"""The local inference API: HTTP on 127.0.0.1 or on a unix socket, for applications
+on the same board. Bodies are JSON (`{"inputs": [...]}`) or a raw .npy array.
+
+    GET  /v1/health   {"status": "ok", "bundle_id": ...}
+    GET  /v1/model    active model: name, version, tensors, runtime, delegate
+    POST /v1/infer    -> {"bundle_id", "outputs", "top1", "latency_ms"}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socketserver
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent import messages
+from agent.runtime import InputError
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = messages.MAX_INFER_REQUEST_BYTES
+NPY_TYPES = ("application/x-npy", "application/octet-stream")
+
+
+class NoModelError(Exception):
+    """No model is active yet."""
+
+
+class LocalApi:
+    """Callbacks the handler needs from the agent."""
+
+    def __init__(self, infer: Callable[[np.ndarray], dict[str, Any]],
+                 model_info: Callable[[], dict[str, Any] | None]):
+        self.infer = infer
+        self.model_info = model_info
+
+
+def _handler(api: LocalApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "edgefleet-agent"
+        protocol_version = "HTTP/1.1"
+        # headers and body go out as two writes; with Nagle on, a keep-alive client
+        # waits for the delayed ACK (~40 ms) on every request
+        disable_nagle_algorithm = True
+
+        def address_string(self) -> str:  # unix sockets have no peer address
+            return str(self.client_address[0]) if self.client_address else "unix"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http %s " + format, self.address_string(), *args)
+
+        def _send(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            info = api.model_info()
+            if self.path == "/v1/health":
+                self._send(HTTPStatus.OK, {"status": "ok", "bundle_id": info and info["bundle_id"]})
+            elif self.path == "/v1/model":
+                if info is None:
+                    self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no model is active yet"})
+                else:
+                    self._send(HTTPStatus.OK, info)
+            else:
+                self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}; "
+                                                  "try /v1/health, /v1/model, POST /v1/infer"})
+
+        def do_POST(self) -> None:
+            if self.path != "/v1/infer":
+                self._send(HTTPStatus.NOT_FOUND, {"error": "POST goes to /v1/infer"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
+                return
+            if length > MAX_BODY_BYTES:
+                self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                           {"error": f"body above {MAX_BODY_BYTES} bytes"})
+                self.close_connection = True
+                return
+            body = self.rfile.read(length)
+            ctype = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
+            try:
+                if ctype in NPY_TYPES:
+                    inputs = messages.decode_npy(body)
+                else:
+                    inputs = messages.inputs_from_json(messages._json_object(body, "request body"))
+                result = api.infer(inputs)
+            except (messages.MessageError, InputError) as exc:
+                self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            except NoModelError as exc:
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
+            except Exception as exc:  # a failing request must not take the server down
+                log.exception("inference failed")
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"inference failed: {exc}"})
+            else:
+                self._send(HTTPStatus.OK, result)
+
+    return Handler
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def start_local_api(address: str, api: LocalApi) -> tuple[socketserver.BaseServer, str]:
+    """Serve in a background thread; returns the server and the address it really bound."""
+    handler = _handler(api)
+    server: socketserver.BaseServer
+    if address.startswith("unix:"):
+        path = Path(address[5:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        server = _UnixHTTPServer(str(path), handler)
+        os.chmod(path, 0o660)
+        bound = f"unix:{path}"
+    else:
+        host, _, port = address.rpartition(":")
+        server = ThreadingHTTPServer((host, int(port)), handler)
+        server.daemon_threads = True
+        bound = f"{server.server_address[0]}:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, name="local-api", daemon=True).start()
+    return server, bound

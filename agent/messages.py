@@ -1,0 +1,132 @@
+"""Payloads of every MQTT message: builders and strict parsers (see docs/protocol.md).
+
+Inbound payloads are untrusted: a parser either returns clean values or raises
+MessageError with a reason that can be sent back to the sender.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.topics import check_id
+
+DESIRED = "edgefleet.desired/1"
+REPORTED = "edgefleet.reported/1"
+TELEMETRY = "edgefleet.telemetry/1"
+STATUS_ONLINE, STATUS_OFFLINE, STATUS_STOPPED = "online", "offline", "stopped"
+MAX_INFER_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+class MessageError(ValueError):
+    """An inbound payload is malformed; the message says what is wrong."""
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _json_object(payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise MessageError(f"{what} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise MessageError(f"{what} must be a JSON object")
+    return obj
+
+
+def status_payload(state: str) -> bytes:
+    return dumps({"state": state, "ts": time.time()})
+
+
+def desired_payload(bundle_id: str, set_by: str = "edgefleet publish") -> bytes:
+    return dumps({"schema": DESIRED, "bundle_id": check_id("bundle", bundle_id),
+                  "set_at": time.time(), "set_by": set_by})
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What an operator asked for. `set_at` tells a re-issued request from the old one."""
+
+    bundle_id: str | None
+    set_at: float = 0.0
+
+
+def parse_desired(payload: bytes) -> Desired:
+    """The bundle a desired-state message asks for; bundle_id None when it was cleared."""
+    if not payload:
+        return Desired(None)
+    obj = _json_object(payload, "desired state")
+    if obj.get("schema") != DESIRED:
+        raise MessageError(f"desired state schema {obj.get('schema')!r} is not {DESIRED!r}")
+    bundle_id, set_at = obj.get("bundle_id"), obj.get("set_at", 0.0)
+    if not isinstance(set_at, (int, float)):
+        raise MessageError("desired set_at must be a number")
+    if bundle_id is None:
+        return Desired(None, float(set_at))
+    if not isinstance(bundle_id, str):
+        raise MessageError("desired bundle_id must be a string or null")
+    try:
+        return Desired(check_id("bundle", bundle_id), float(set_at))
+    except ValueError as exc:
+        raise MessageError(str(exc)) from None
+
+
+def encode_array(array: np.ndarray) -> str:
+    """An array as base64 of its .npy bytes (exact dtype and shape)."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MessageError(f"not a readable .npy array: {exc}") from None
+
+
+def parse_infer_request(payload: bytes) -> tuple[str | None, np.ndarray]:
+    """(transaction, inputs) from `{"transaction": .., "inputs": [...] | "inputs_npy": b64}`."""
+    if len(payload) > MAX_INFER_REQUEST_BYTES:
+        raise MessageError(f"request larger than {MAX_INFER_REQUEST_BYTES} bytes")
+    obj = _json_object(payload, "inference request")
+    transaction = obj.get("transaction")
+    if transaction is not None and not isinstance(transaction, (str, int)):
+        raise MessageError("transaction must be a string or integer")
+    return (None if transaction is None else str(transaction)), inputs_from_json(obj)
+
+
+def inputs_from_json(obj: dict[str, Any]) -> np.ndarray:
+    if "inputs_npy" in obj:
+        if not isinstance(obj["inputs_npy"], str):
+            raise MessageError("inputs_npy must be a base64 string")
+        try:
+            raw = base64.b64decode(obj["inputs_npy"], validate=True)
+        except ValueError:
+            raise MessageError("inputs_npy is not valid base64") from None
+        return decode_npy(raw)
+    if "inputs" not in obj:
+        raise MessageError("request needs 'inputs' (nested list) or 'inputs_npy' (base64 .npy)")
+    try:
+        array = np.asarray(obj["inputs"], dtype=np.float32)
+    except (ValueError, TypeError):
+        raise MessageError("inputs must be a rectangular nested list of numbers") from None
+    return array
+
+
+def response_payload(transaction: str | None, data: Any = None, error: str | None = None) -> bytes:
+    """zigbee2mqtt-style answer: {status, data, error, transaction}."""
+    body: dict[str, Any] = {"status": "error" if error else "ok", "data": data if not error else None}
+    if error:
+        body["error"] = error
+    if transaction is not None:
+        body["transaction"] = transaction
+    return dumps(body)

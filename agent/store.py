@@ -1,0 +1,126 @@
+"""The agent's files: partial downloads, installed bundles, and which one is active.
+
+Every write is atomic (temporary file, fsync, rename, fsync of the folder), so a
+power cut leaves either the old file or the new one, never half of one.
+
+    <state_dir>/downloads/<bundle_id>/manifest.json   transfer manifest being fetched
+    <state_dir>/downloads/<bundle_id>/chunk-<n>      chunks that passed their hash
+    <state_dir>/bundles/<bundle_id>.efb              installed, verified bundles
+    <state_dir>/active.json                          {"active", "previous", "activated_at"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.delivery import TransferManifest
+from agent.topics import check_id
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.downloads = self.root / "downloads"
+        self.bundles = self.root / "bundles"
+        for folder in (self.downloads, self.bundles):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # downloads
+    def _download_dir(self, bundle_id: str) -> Path:
+        return self.downloads / check_id("bundle", bundle_id)
+
+    def _chunk_path(self, bundle_id: str, index: int) -> Path:
+        return self._download_dir(bundle_id) / f"chunk-{index:06d}"
+
+    def save_transfer_manifest(self, bundle_id: str, payload: bytes) -> None:
+        atomic_write(self._download_dir(bundle_id) / "manifest.json", payload)
+
+    def write_chunk(self, m: TransferManifest, index: int, data: bytes) -> None:
+        atomic_write(self._chunk_path(m.bundle_id, index), data)
+
+    def missing_chunks(self, m: TransferManifest) -> list[int]:
+        """Chunks not on disk yet; a chunk on disk that fails its hash counts as missing."""
+        missing = []
+        for i in range(m.chunk_count):
+            path = self._chunk_path(m.bundle_id, i)
+            try:
+                ok = m.chunk_ok(i, path.read_bytes())
+            except OSError:
+                ok = False
+            if not ok:
+                path.unlink(missing_ok=True)
+                missing.append(i)
+        return missing
+
+    def assemble(self, m: TransferManifest) -> bytes:
+        data = b"".join(self._chunk_path(m.bundle_id, i).read_bytes() for i in range(m.chunk_count))
+        if len(data) != m.bundle_size or hashlib.sha256(data).hexdigest() != m.bundle_sha256:
+            raise ValueError("assembled bundle does not match the SHA-256 in the transfer manifest")
+        return data
+
+    def discard_download(self, bundle_id: str) -> None:
+        shutil.rmtree(self._download_dir(bundle_id), ignore_errors=True)
+
+    # installed bundles
+    def bundle_path(self, bundle_id: str) -> Path:
+        return self.bundles / f"{check_id('bundle', bundle_id)}.efb"
+
+    def install(self, bundle_id: str, data: bytes) -> None:
+        atomic_write(self.bundle_path(bundle_id), data)
+
+    def installed(self, bundle_id: str) -> bytes | None:
+        try:
+            return self.bundle_path(bundle_id).read_bytes()
+        except OSError:
+            return None
+
+    def remove_bundle(self, bundle_id: str) -> None:
+        self.bundle_path(bundle_id).unlink(missing_ok=True)
+
+    # which bundle is active
+    def active_record(self) -> dict[str, Any]:
+        try:
+            record = json.loads((self.root / "active.json").read_text())
+            return record if isinstance(record, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def set_active(self, bundle_id: str) -> dict[str, Any]:
+        old = self.active_record().get("active")
+        record = {"active": bundle_id, "previous": old if old != bundle_id else
+                  self.active_record().get("previous"), "activated_at": time.time()}
+        atomic_write(self.root / "active.json", json.dumps(record).encode())
+        self._prune(keep={bundle_id, record["previous"]})
+        return record
+
+    def _prune(self, keep: set[str | None]) -> None:
+        """Keep the active bundle and the one before it, for rollback; drop older ones."""
+        for path in self.bundles.glob("*.efb"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,71 @@
+"""Reading calibration and evaluation data from files.
+
+Format today: a NumPy ``.npz`` with ``x`` (inputs, any numeric dtype, first axis =
+samples) and optionally ``y`` (integer class labels, one per sample). Other formats
+(image folders, TFRecord) can be added here next to :func:`load_npz`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from converter.errors import ConversionError
+
+
+def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return (x as float32, y as int64 or None) from an .npz file holding `x` and maybe `y`."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConversionError(f"data file {path} {what}; expected an .npz file with key 'x'")
+    try:
+        # allow_pickle=False: a data file must never be able to run code
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConversionError(f"{path} is not a readable .npz file: {exc}") from None
+    if isinstance(loaded, np.ndarray):  # a .npy file holds one bare array, no keys
+        raise ConversionError(
+            f"{path} is a single .npy array; save an .npz with key 'x' (np.savez(path, x=x))"
+        )
+    try:
+        with loaded as npz:
+            keys = sorted(npz.files)
+            if "x" not in keys:
+                raise ConversionError(
+                    f"{path} has no 'x' array (it has: {', '.join(keys) or 'nothing'}); "
+                    "save inputs as x (and labels as y), e.g. np.savez(path, x=x, y=y)"
+                )
+            x = npz["x"]
+            y = npz["y"] if "y" in keys else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConversionError(f"{path} is not a readable .npz file: {exc}") from None
+
+    if x.ndim < 2 or len(x) == 0:
+        raise ConversionError(
+            f"{path}: x has shape {x.shape}; expected (samples, ...) with at least one sample"
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ConversionError(f"{path}: x has dtype {x.dtype}; expected numbers")
+    x = x.astype(np.float32, copy=False)
+    if y is None:
+        return x, None
+    y = _labels(path, y)
+    if len(y) != len(x):
+        raise ConversionError(f"{path}: x has {len(x)} samples but y has {len(y)} labels")
+    return x, y
+
+
+def _labels(path: Path, y: np.ndarray) -> np.ndarray:
+    """Class indices as int64; one-hot rows are turned into indices."""
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)  # one-hot (or probability) labels
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ConversionError(f"{path}: y has shape {y.shape}; expected one class index per sample")
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.equal(np.mod(y, 1), 0)):
+        raise ConversionError(f"{path}: y must hold integer class indices (it has dtype {y.dtype})")
+    return y.astype(np.int64)

@@ -1,0 +1,348 @@
+"""The `edgefleet` command. Each sub-command imports its heavy dependencies only when
+it runs, and names the extra to install when one is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent import __version__
+
+DEFAULT_BROKER = "localhost:1883"
+DEFAULT_KEY = "keys/signing.key"
+
+
+def need(extra: str, *modules: str) -> None:
+    """Fail with an install hint when a module of an optional extra is missing.
+
+    find_spec looks without importing: TensorFlow alone takes seconds to import.
+    """
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a missing parent package, e.g. paho for paho.mqtt
+            found = False
+        if not found:
+            raise click.ClickException(
+                f"this command needs the '{extra}' extra ({name} is missing): "
+                f"pip install 'edgefleet[{extra}]'"
+            )
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+broker_option = click.option(
+    "--broker", default=lambda: os.environ.get("EDGEFLEET_BROKER", DEFAULT_BROKER),
+    show_default=f"$EDGEFLEET_BROKER or {DEFAULT_BROKER}", help="MQTT broker as HOST:PORT.")
+prefix_option = click.option(
+    "--prefix", default=lambda: os.environ.get("EDGEFLEET_PREFIX", "edgefleet"),
+    show_default="$EDGEFLEET_PREFIX or edgefleet", help="Base topic of the fleet.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgefleet")
+def main() -> None:
+    """Convert models for edge boards, ship them over MQTT, run and watch them."""
+
+
+# keys
+@main.group()
+def keys() -> None:
+    """Ed25519 signing keys for bundles."""
+
+
+@keys.command("generate")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("keys"), show_default=True, help="Folder for the key pair.")
+@click.option("--name", default="signing", show_default=True, help="File name stem of the pair.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def keys_generate(folder: Path, name: str, as_json: bool) -> None:
+    """Write NAME.key (private, keep it secret) and NAME.pub (copy to each agent's trust folder)."""
+    need("device", "cryptography")
+    from agent.signing import SigningKey, generate_keypair
+
+    try:
+        private, public = generate_keypair(folder, name)
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    kid = SigningKey.load(private).key_id
+    if as_json:
+        emit_json({"private_key": str(private), "public_key": str(public), "key_id": kid})
+    else:
+        click.echo(f"private key {private} (mode 0600, keep it secret)\npublic key  {public}\n"
+                   f"key id      {kid}\nCopy {public} into the trust_dir of every agent.")
+
+
+@keys.command("list")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("keys"))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def keys_list(folder: Path, as_json: bool) -> None:
+    """The public keys in FOLDER (an agent's trust folder, for example) and their ids."""
+    need("device", "cryptography")
+    from agent.signing import SignatureError, TrustStore
+
+    try:
+        store = TrustStore.from_folder(folder)
+    except SignatureError as exc:
+        raise click.ClickException(str(exc)) from None
+    ids = sorted(store.keys)
+    if as_json:
+        emit_json({"folder": str(folder), "key_ids": ids})
+    else:
+        click.echo("\n".join(ids) if ids else f"no public keys in {folder}")
+
+
+# convert
+@main.command()
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--calib", "calib", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Calibration inputs: .npz with array 'x'.")
+@click.option("--eval", "eval_path", type=click.Path(exists=True, path_type=Path),
+              help="Evaluation data: .npz with 'x' and labels 'y' (top-1 float vs int8).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Bundle to write (.efb).")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
+              show_default=True, help="Private signing key (edgefleet keys generate).")
+@click.option("--name", help="Model name in the manifest (default: the model file's stem).")
+@click.option("--version", "version", default="1", show_default=True, help="Model version.")
+@click.option("--mode", type=click.Choice(["int8"]), default="int8", show_default=True,
+              help="Quantisation mode (more modes arrive with the full converter).")
+@click.option("--calibration-samples", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--target", default="generic", show_default=True, help="Board profile name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No step messages.")
+def convert(model: Path, calib: Path, eval_path: Path | None, out: Path, key: Path,
+            name: str | None, version: str, mode: str, calibration_samples: int, target: str,
+            as_json: bool, quiet: bool) -> None:
+    """Quantise a Keras MODEL to full int8 and pack a signed bundle."""
+    need("converter", "tensorflow")
+    from edgefleet.quiet import quiet_native_output
+
+    # TensorFlow's C++ log lines are shown only if the conversion fails unexpectedly
+    with quiet_native_output(expected=(click.ClickException,)) as say:
+        from converter.build import convert as run_convert
+        from converter.errors import ConversionError
+
+        def progress(msg: str) -> None:
+            if not (quiet or as_json):
+                say(f"  {msg}")
+
+        try:
+            result = run_convert(model, calib, out, key, eval_path=eval_path, name=name,
+                                 version=version, mode=mode,
+                                 calibration_samples=calibration_samples, target=target,
+                                 progress=progress)
+        except ConversionError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        emit_json(result.report)
+        return
+    metrics = result.manifest["metrics"]
+    click.echo(f"wrote {result.bundle_path} ({result.bundle_size} bytes)")
+    click.echo(f"  model.tflite {metrics['model_size_bytes']} bytes "
+               f"(float32 {metrics['float_size_bytes']} bytes)")
+    if metrics.get("float_top1") is not None:
+        click.echo(f"  top-1 float {100 * metrics['float_top1']:.2f}%  "
+                   f"{mode} {100 * metrics['quantized_top1']:.2f}%  "
+                   f"on {metrics['eval_samples']} samples")
+
+
+# inspect
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(file_okay=False, path_type=Path),
+              help="Verify the bundle against the public keys in this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def inspect(path: Path, trust: Path | None, as_json: bool) -> None:
+    """Show a bundle's manifest (and verify it with --trust) or a .tflite model's tensors."""
+    from agent.inspect import inspect_path
+
+    try:
+        info = inspect_path(path, trust)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(info["text"])
+
+
+# publish
+@main.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", "devices", multiple=True, help="Device id to run it (repeatable).")
+@click.option("--group", "groups", multiple=True, help="Group to run it (repeatable).")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
+              show_default=True, help="Private key that signs the transfer manifest.")
+@click.option("--chunk-size", default=64 * 1024, show_default=True, type=int,
+              help="Bytes per retained chunk (1 KiB to 120 KiB).")
+@broker_option
+@prefix_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key: Path,
+            chunk_size: int, broker: str, prefix: str, as_json: bool) -> None:
+    """Put BUNDLE on the broker as retained chunks and set the desired state."""
+    need("device", "paho.mqtt")
+    from agent.bundle import BundleError
+    from agent.delivery import DeliveryError
+    from agent.signing import SignatureError, SigningKey
+    from agent.topics import Topics
+    from fleet.connection import BrokerError, close, connect
+    from fleet.publish import PublishError, publish_bundle
+
+    if not devices and not groups:
+        click.echo("note: no --device or --group given; the bundle is stored on the broker "
+                   "but no device is told to run it", err=True)
+    try:
+        signing_key = SigningKey.load(key)
+        client = connect(broker, "publish")
+    except (SignatureError, BrokerError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if as_json:
+            result = publish_bundle(client, Topics(prefix), bundle, signing_key, devices, groups,
+                                    chunk_size)
+        else:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("publishing chunks", total=None)
+                result = publish_bundle(
+                    client, Topics(prefix), bundle, signing_key, devices, groups, chunk_size,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (BundleError, DeliveryError, PublishError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        close(client)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        targets = [f"device {d}" for d in devices] + [f"group {g}" for g in groups]
+        click.echo(f"published {result.bundle_id}: {result.bundle_bytes} bytes in {result.chunks} "
+                   f"chunk(s) in {result.seconds:.2f} s; desired for {', '.join(targets) or 'nobody'}")
+
+
+# infer
+@main.command()
+@click.argument("inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", required=True, help="Device id to ask.")
+@click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds to wait.")
+@broker_option
+@prefix_option
+@click.option("--json", "as_json", is_flag=True, help="Print the device's whole answer as JSON.")
+def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, as_json: bool) -> None:
+    """Ask DEVICE over MQTT to run its active model on INPUTS (.npy: one sample or a batch)."""
+    need("device", "paho.mqtt")
+    import numpy as np
+
+    from agent.topics import Topics
+    from fleet.connection import BrokerError, close, connect
+    from fleet.infer_client import InferenceFailed, MqttInferClient
+
+    try:
+        x = np.load(inputs, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"{inputs} is not a readable .npy array: {exc}") from None
+    try:
+        client = connect(broker, "infer")
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        answer = MqttInferClient(client, Topics(prefix), device).infer(x, timeout)
+    except InferenceFailed as exc:
+        raise click.ClickException(f"device {device}: {exc}") from None
+    finally:
+        close(client)
+    if as_json:
+        emit_json(answer)
+    else:
+        click.echo(f"{answer['bundle_id']}: top-1 {answer['top1']} "
+                   f"(invoke {', '.join(f'{ms:.3f}' for ms in answer['latency_ms'][:8])} ms"
+                   f"{' ...' if len(answer['latency_ms']) > 8 else ''})")
+
+
+# agent
+@main.group()
+def agent() -> None:
+    """The on-device daemon."""
+
+
+@agent.command("run")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="agent.toml")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def agent_run(config_path: Path, log_level: str) -> None:
+    """Follow the desired state, install bundles, serve inference, report telemetry."""
+    need("device", "paho.mqtt", "psutil", "cryptography")
+    from agent.config import ConfigError, load_config
+    from agent.daemon import Agent
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    Agent(config).run()
+
+
+# monitor
+@main.command()
+@broker_option
+@prefix_option
+@click.option("--once", is_flag=True, help="Print one snapshot and exit.")
+@click.option("--wait", default=12.0, show_default=True, type=float,
+              help="With --once: listen this long at most (stops early when every online "
+                   "device has sent telemetry).")
+@click.option("--json", "as_json", is_flag=True, help="With --once: print the snapshot as JSON.")
+def monitor(broker: str, prefix: str, once: bool, wait: float, as_json: bool) -> None:
+    """A live table of the devices: status, model, latency, CPU, memory, temperature."""
+    need("fleet", "rich")
+    from agent.topics import Topics
+    from fleet.connection import BrokerError, close, connect
+    from fleet.monitor import collect, render_table, snapshot_json, watch
+
+    if as_json and not once:
+        raise click.UsageError("--json goes with --once")
+    try:
+        client = connect(broker, "monitor")
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if not once:
+            watch(client, Topics(prefix))
+            return
+        view = collect(client, Topics(prefix), wait)
+    finally:
+        close(client)
+    if as_json:
+        click.echo(snapshot_json(view))
+    else:
+        from rich.console import Console
+
+        Console().print(render_table(view))
+
+
+# demo
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the demo's files here (default: a temporary folder, removed after).")
+@click.option("--requests", "n_requests", default=200, show_default=True, type=click.IntRange(1),
+              help="Inference requests to send to the agent.")
+def demo(workdir: Path | None, n_requests: int) -> None:
+    """The whole path on an embedded broker: train, convert, sign, publish, run, report."""
+    need("converter", "tensorflow")
+    need("fleet", "amqtt", "rich")
+    from edgefleet.demo import run_demo
+
+    sys.exit(run_demo(workdir, n_requests))

@@ -1,0 +1,77 @@
+"""agent.toml parsing and the on-disk store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.config import ConfigError, load_config, parse_config
+from agent.delivery import build_transfer_manifest, parse_transfer_manifest
+from agent.signing import TrustStore
+from agent.store import Store
+
+BASE = {"device_id": "pi-1", "state_dir": "/tmp/x", "trust_dir": "/tmp/y"}
+
+
+def test_example_config_in_docs_parses(tmp_path):
+    cfg = load_config("systemd/agent.example.toml")
+    assert cfg.device_id and cfg.runtime.delegate in ("cpu", "edgetpu")
+
+
+@pytest.mark.parametrize("data, words", [
+    ({**BASE, "mqtt": {"hots": "x"}}, "unknown key(s) ['hots']"),
+    ({**BASE, "mqtt": {"port": "1883"}}, "[mqtt].port: expected int"),
+    ({**BASE, "runtime": {"delegate": "gpu"}}, "delegate: choose one of"),
+    ({**BASE, "serve": {"http": "8080"}}, "HOST:PORT"),
+    ({**BASE, "device_id": "a/b"}, "not valid"),
+    ({"state_dir": "x", "trust_dir": "y"}, "'device_id' is required"),
+    ({**BASE, "colour": "red"}, "unknown key(s) ['colour']"),
+    ({**BASE, "telemetry": {"interval_s": 0}}, "interval_s must be above 0"),
+])
+def test_bad_config_names_the_key(data, words):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert words in str(exc.value)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")
+    (tmp_path / "bad.toml").write_text("device_id = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_integer_accepted_for_float_settings():
+    assert parse_config({**BASE, "telemetry": {"interval_s": 2}}).telemetry.interval_s == 2.0
+
+
+def test_store_resumes_and_drops_damaged_chunks(tmp_path, keypair):
+    key, trust_dir = keypair
+    data = bytes(range(256)) * 40
+    payload, chunks = build_transfer_manifest(data, "m", "1", key, chunk_size=1024)
+    m = parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(trust_dir),
+                                payload["body"]["bundle_id"])
+    store = Store(tmp_path)
+    assert store.missing_chunks(m) == list(range(len(chunks)))
+    for i in (0, 3, 5):
+        store.write_chunk(m, i, chunks[i])
+    # a chunk damaged on disk (bit rot, a crash of another tool) counts as missing again
+    (tmp_path / "downloads" / m.bundle_id / "chunk-000003").write_bytes(b"junk")
+    assert Store(tmp_path).missing_chunks(m) == [i for i in range(len(chunks)) if i not in (0, 5)]
+    for i in range(len(chunks)):
+        store.write_chunk(m, i, chunks[i])
+    assert store.assemble(m) == data
+
+
+def test_store_keeps_active_and_previous_only(tmp_path):
+    store = Store(tmp_path)
+    for name in ("a", "b", "c"):
+        store.install(name, name.encode())
+        store.set_active(name)
+    assert store.active_record()["active"] == "c" and store.active_record()["previous"] == "b"
+    assert store.installed("a") is None and store.installed("b") == b"b"
+    # re-activating the active bundle keeps the previous one
+    store.set_active("c")
+    assert store.active_record()["previous"] == "b"

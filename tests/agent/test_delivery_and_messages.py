@@ -1,0 +1,115 @@
+"""Transfer manifests, chunking and inbound message parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from agent import messages
+from agent.delivery import (
+    DeliveryError,
+    build_transfer_manifest,
+    parse_transfer_manifest,
+    split_chunks,
+)
+from agent.signing import SigningKey, TrustStore, generate_keypair
+from agent.topics import Topics, check_id
+
+
+def test_chunks_reassemble_and_hashes_match(keypair):
+    key, trust_dir = keypair
+    data = os.urandom(200_000)
+    payload, chunks = build_transfer_manifest(data, "m", "1", key, chunk_size=65536)
+    assert [len(c) for c in chunks] == [65536, 65536, 65536, 200_000 - 3 * 65536]
+    m = parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(trust_dir),
+                                payload["body"]["bundle_id"])
+    assert b"".join(chunks) == data
+    assert all(m.chunk_ok(i, c) for i, c in enumerate(chunks))
+    assert not m.chunk_ok(1, chunks[0]) and not m.chunk_ok(9, chunks[0])
+    assert m.bundle_id.startswith("m-1-")
+
+
+def test_tampered_manifest_is_refused(keypair):
+    key, trust_dir = keypair
+    payload, _ = build_transfer_manifest(b"x" * 5000, "m", "1", key, chunk_size=1024)
+    payload["body"]["bundle_size"] = 4000
+    with pytest.raises(DeliveryError, match="signature"):
+        parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(trust_dir),
+                                payload["body"]["bundle_id"])
+
+
+def test_manifest_for_another_bundle_is_refused(keypair):
+    key, trust_dir = keypair
+    payload, _ = build_transfer_manifest(b"x" * 5000, "m", "1", key, chunk_size=1024)
+    with pytest.raises(DeliveryError, match="expected"):
+        parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(trust_dir), "other")
+
+
+def test_manifest_signed_by_stranger_is_refused(tmp_path, keypair):
+    private, _ = generate_keypair(tmp_path)
+    payload, _ = build_transfer_manifest(b"x" * 5000, "m", "1", SigningKey.load(private), 1024)
+    with pytest.raises(DeliveryError, match="not in the trust store"):
+        parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(keypair[1]),
+                                payload["body"]["bundle_id"])
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"[]", b'{"body": 1, "signature": {}}'])
+def test_garbage_manifest_payloads_are_refused(keypair, payload):
+    with pytest.raises(DeliveryError):
+        parse_transfer_manifest(payload, TrustStore.from_folder(keypair[1]), "x")
+
+
+def test_chunk_size_limits():
+    with pytest.raises(DeliveryError, match="outside"):
+        split_chunks(b"abc", 10)
+    with pytest.raises(DeliveryError, match="outside"):
+        split_chunks(b"abc", 10 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("payload", [b"nope", b"[1]", b'{"schema": "x"}',
+                                     b'{"schema": "edgefleet.desired/1", "bundle_id": 5}',
+                                     b'{"schema": "edgefleet.desired/1", "bundle_id": "a/#"}',
+                                     b'{"schema": "edgefleet.desired/1", "bundle_id": "a", "set_at": "x"}'])
+def test_malformed_desired_state_raises_message_error(payload):
+    with pytest.raises(messages.MessageError):
+        messages.parse_desired(payload)
+
+
+def test_desired_round_trip_and_clear():
+    d = messages.parse_desired(messages.desired_payload("model-1-abc"))
+    assert d.bundle_id == "model-1-abc" and d.set_at > 0
+    assert messages.parse_desired(b"").bundle_id is None
+
+
+@pytest.mark.parametrize("payload", [b"x", b"{}", b'{"inputs": [[1, 2], [3]]}',
+                                     b'{"inputs_npy": "!!!"}', b'{"inputs_npy": "aGVsbG8="}',
+                                     b'{"inputs": [1], "transaction": {"a": 1}}'])
+def test_malformed_inference_requests_raise_message_error(payload):
+    with pytest.raises(messages.MessageError):
+        messages.parse_infer_request(payload)
+
+
+def test_inference_request_with_npy_keeps_shape_and_transaction():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    request = messages.dumps({"transaction": 7, "inputs_npy": messages.encode_array(x)})
+    tx, got = messages.parse_infer_request(request)
+    assert tx == "7" and np.array_equal(got, x)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "a b", "-a", "x" * 200])
+def test_ids_that_would_break_topics_are_refused(bad):
+    with pytest.raises(ValueError):
+        check_id("device", bad)
+
+
+def test_topic_layout():
+    t = Topics("fleet")
+    assert t.bundle_chunk("b", 3) == "fleet/bundles/b/chunks/3"
+    assert t.request("d", "infer") == "fleet/devices/d/request/infer"
+    assert t.device_of("fleet/devices/d1/telemetry") == "d1"
+    assert t.device_of("other/devices/d1/telemetry") is None
+    with pytest.raises(ValueError):
+        Topics("a/#")

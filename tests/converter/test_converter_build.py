@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.bundle import BundleError, open_bundle
+from agent.runtime import TFLiteModel
+from agent.signing import TrustStore, generate_keypair
+from converter.errors import ConversionError
+
+if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
+    pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
+
+SelftestRule = Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]], bool]
+MANIFEST_KEYS = {"name", "version", "created_at", "target", "runtime", "model", "selftest",
+                 "metrics", "converter", "format", "files"}
+
+
+def _golden(bundle: Any) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(bundle.files["golden.npz"]), allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+@pytest.fixture(scope="module")
+def bundle(converted: dict[str, Any], session_keys: dict[str, Path]) -> Any:
+    data = converted["result"].bundle_path.read_bytes()
+    return open_bundle(data, TrustStore.from_folder(session_keys["folder"]))
+
+
+@pytest.mark.slow
+def test_bundle_verifies_only_with_the_matching_key(
+    converted: dict[str, Any], bundle: Any, tmp_path: Path
+) -> None:
+    result = converted["result"]
+    assert result.bundle_size == result.bundle_path.stat().st_size
+    assert bundle.manifest == result.manifest
+    assert set(bundle.files) == {"model.tflite", "golden.npz", "report.json", "report.md"}
+    generate_keypair(tmp_path)
+    with pytest.raises(BundleError, match="not in the trust store"):
+        open_bundle(result.bundle_path.read_bytes(), TrustStore.from_folder(tmp_path))
+
+
+@pytest.mark.slow
+def test_manifest_has_the_agreed_shape(bundle: Any) -> None:
+    m = bundle.manifest
+    assert set(m) == MANIFEST_KEYS
+    assert m["name"] == "model" and m["version"] == "1"  # name defaults to the file's stem
+    created = datetime.fromisoformat(m["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert datetime.now(timezone.utc) - created < timedelta(minutes=10)
+    assert m["target"] == {"profile": "generic"}
+    assert m["runtime"] == {"delegate": "cpu", "min_versions": {
+        "ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}}
+    model = m["model"]
+    assert set(model) == {"file", "quantization", "size_bytes", "inputs", "outputs"}
+    assert model["file"] == "model.tflite" and model["quantization"] == "int8"
+    assert model["size_bytes"] == len(bundle.model_bytes)
+    for spec in model["inputs"] + model["outputs"]:
+        assert set(spec) == {"name", "shape", "dtype", "scale", "zero_point"}
+        assert spec["dtype"] == "int8" and spec["scale"] > 0
+    assert model["inputs"][0]["shape"] == [1, 8, 8, 1]
+    assert model["outputs"][0]["shape"] == [1, 10]
+    st = m["selftest"]
+    assert set(st) == {"file", "samples", "min_top1_agreement", "max_mean_abs_error"}
+    assert st["file"] == "golden.npz" and st["samples"] == 16 and st["min_top1_agreement"] == 1.0
+    assert st["max_mean_abs_error"] == pytest.approx(2 * model["outputs"][0]["scale"])
+    metrics = m["metrics"]
+    assert set(metrics) == {"float_top1", "quantized_top1", "agreement_with_float",
+                            "eval_samples", "float_size_bytes", "model_size_bytes"}
+    assert metrics["eval_samples"] == 360
+    assert metrics["model_size_bytes"] == model["size_bytes"]
+    assert metrics["float_size_bytes"] > 3 * metrics["model_size_bytes"]
+    assert set(m["converter"]) == {"edgefleet", "tensorflow", "keras"}
+
+
+@pytest.mark.slow
+def test_int8_accuracy_is_within_1_5_points_of_float(bundle: Any) -> None:
+    metrics = bundle.manifest["metrics"]
+    assert metrics["float_top1"] >= 0.97
+    assert metrics["quantized_top1"] >= metrics["float_top1"] - 0.015
+    assert metrics["agreement_with_float"] >= 0.98
+
+
+@pytest.mark.slow
+def test_golden_set_passes_the_selftest_on_this_runtime(
+    bundle: Any, selftest_passes: SelftestRule
+) -> None:
+    golden = _golden(bundle)
+    assert set(golden) == {"inputs", "reference_outputs", "float_outputs"}
+    assert all(a.dtype == np.float32 for a in golden.values())
+    assert golden["inputs"].shape == (16, 8, 8, 1)
+    assert golden["reference_outputs"].shape == golden["float_outputs"].shape == (16, 10)
+    outputs, _ = TFLiteModel(bundle.model_bytes).predict(golden["inputs"])
+    assert selftest_passes(outputs, golden, bundle.manifest["selftest"])
+
+
+@pytest.mark.slow
+def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
+    bundle: Any, digits_files: dict[str, Path], selftest_passes: SelftestRule
+) -> None:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from converter.datasets import load_npz
+    from converter.int8 import convert_int8, load_keras_model
+
+    golden, selftest = _golden(bundle), bundle.manifest["selftest"]
+    # The reference kernels are a different (correct) implementation of every op.
+    interpreter = Interpreter(model_content=bundle.model_bytes,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    (in_scale, in_zero), (out_scale, out_zero) = inp["quantization"], out["quantization"]
+    outputs = []
+    for sample in golden["inputs"]:
+        q = np.clip(np.round(sample / in_scale + in_zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], q[None])
+        interpreter.invoke()
+        outputs.append((interpreter.get_tensor(out["index"])[0].astype(np.float32) - out_zero)
+                       * out_scale)
+    assert selftest_passes(np.stack(outputs), golden, selftest)
+
+    # A model with damaged first-layer weights must not pass.
+    model = load_keras_model(digits_files["model"])
+    weights = model.get_weights()
+    weights[0] = weights[0] + np.random.default_rng(0).normal(0, 0.05, weights[0].shape)
+    model.set_weights(weights)
+    damaged = TFLiteModel(convert_int8(model, load_npz(digits_files["calib"])[0]))
+    assert not selftest_passes(damaged.predict(golden["inputs"])[0], golden, selftest)
+    # Nor does the right model fed wrongly scaled inputs.
+    right = TFLiteModel(bundle.model_bytes)
+    assert not selftest_passes(right.predict(golden["inputs"] * 255)[0], golden, selftest)
+
+
+@pytest.mark.slow
+def test_report_and_progress(converted: dict[str, Any], bundle: Any) -> None:
+    report = converted["result"].report
+    assert json.loads(bundle.files["report.json"]) == report
+    assert report["metrics"]["size_ratio"] > 3 and report["warnings"] == []
+    assert report["source"]["calibration_samples_used"] == 200
+    markdown = bundle.files["report.md"].decode()
+    assert "| top-1 (360 eval samples) |" in markdown and "int8" in markdown
+    messages = converted["messages"]
+    assert messages[0].startswith("loading model") and messages[-1].startswith("writing")
+    assert any("quantising to int8" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_unlabelled_eval_data_gives_agreement_only(
+    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from converter.build import convert
+
+    x_eval = np.load(digits_files["eval"])["x"]
+    np.savez(tmp_path / "unlabelled.npz", x=x_eval)
+    result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
+                     session_keys["private"], eval_path=tmp_path / "unlabelled.npz",
+                     name="digits", version="2", target="rpi5", golden_samples=5)
+    m = result.manifest
+    assert (m["name"], m["version"], m["target"]["profile"]) == ("digits", "2", "rpi5")
+    assert m["metrics"]["float_top1"] is None and m["metrics"]["quantized_top1"] is None
+    assert m["metrics"]["agreement_with_float"] >= 0.98
+    assert m["selftest"]["samples"] == 5
+    assert any("no labels" in w for w in result.report["warnings"])
+
+
+@pytest.mark.slow
+def test_without_eval_data_golden_comes_from_calibration(
+    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from converter.build import convert
+
+    result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
+                     session_keys["private"], calibration_samples=64)
+    metrics = result.manifest["metrics"]
+    assert metrics["eval_samples"] == 0 and metrics["agreement_with_float"] is None
+    assert result.report["selftest"]["source"] == "calibration"
+    assert result.report["source"]["calibration_samples_used"] == 64
+
+
+# Errors that must be clear and come before any slow work.
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("float16", "not available yet.*int8.*later"),
+    ("fp8", "unknown quantisation mode 'fp8'"),
+])
+def test_unsupported_mode(tmp_path: Path, mode: str, message: str) -> None:
+    from converter.build import convert
+
+    private, _ = generate_keypair(tmp_path)
+    with pytest.raises(ConversionError, match=message):
+        convert(tmp_path / "m.keras", tmp_path / "c.npz", tmp_path / "b.efb", private, mode=mode)
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    from converter.build import convert
+
+    private, _ = generate_keypair(tmp_path)
+    with pytest.raises(ConversionError, match=r"model file .*missing\.keras does not exist"):
+        convert(tmp_path / "missing.keras", tmp_path / "c.npz", tmp_path / "b.efb", private)
+    assert not (tmp_path / "b.efb").exists()
+
+
+def test_missing_signing_key(tmp_path: Path) -> None:
+    from converter.build import convert
+
+    with pytest.raises(ConversionError, match=r"signing key .* not found"):
+        convert(tmp_path / "m.keras", tmp_path / "c.npz", tmp_path / "b.efb", tmp_path / "k.key")
+
+
+@pytest.mark.slow
+def test_calibration_file_without_x(
+    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from converter.build import convert
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, images=np.zeros((4, 8, 8, 1)))
+    with pytest.raises(ConversionError, match=r"calib.npz has no 'x' array \(it has: images\)"):
+        convert(digits_files["model"], calib, tmp_path / "b.efb", session_keys["private"])
+
+
+@pytest.mark.slow
+def test_eval_data_of_the_wrong_shape(
+    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from converter.build import convert
+
+    bad = tmp_path / "eval.npz"
+    np.savez(bad, x=np.zeros((4, 64)), y=np.zeros(4, np.int64))
+    with pytest.raises(ConversionError, match=r"evaluation .* samples have shape \(64,\)"):
+        convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
+                session_keys["private"], eval_path=bad)

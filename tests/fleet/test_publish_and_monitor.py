@@ -1,0 +1,89 @@
+"""Publishing puts everything a device needs on retained topics; the monitor reads
+what devices send and shrugs off what it cannot read."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from agent import messages
+from agent.bundle import write_bundle
+from agent.delivery import parse_transfer_manifest
+from agent.signing import TrustStore
+from agent.topics import Topics
+from fleet.connection import BrokerError, close, connect
+from fleet.monitor import FleetView
+from fleet.publish import publish_bundle
+from tests.support import Watcher
+
+
+@pytest.fixture
+def bundle_file(tmp_path, keypair):
+    files = {"model.tflite": os.urandom(150_000), "golden.npz": b"g"}
+    path = tmp_path / "toy.efb"
+    write_bundle(path, {"name": "toy", "version": "7", "model": {"file": "model.tflite"}}, files,
+                 keypair[0])
+    return path
+
+
+def test_publish_leaves_manifest_chunks_and_desired_retained(broker, prefix, keypair, bundle_file):
+    key, trust_dir = keypair
+    topics = Topics(prefix)
+    client = connect(broker.address, "test")
+    try:
+        result = publish_bundle(client, topics, bundle_file, key, devices=["d1"], groups=["g1"],
+                                chunk_size=32 * 1024)
+    finally:
+        close(client)
+    assert result.chunks == -(-bundle_file.stat().st_size // (32 * 1024))
+    # a device arriving later finds everything on the broker alone
+    late = Watcher(broker.address, [f"{prefix}/#"])
+    try:
+        deadline = time.monotonic() + 10
+        want = 3 + result.chunks
+        while len(late.latest) < want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        manifest = parse_transfer_manifest(late.latest[topics.bundle_manifest(result.bundle_id)],
+                                           TrustStore.from_folder(trust_dir), result.bundle_id)
+        data = b"".join(late.latest[topics.bundle_chunk(result.bundle_id, i)]
+                        for i in range(manifest.chunk_count))
+        assert data == bundle_file.read_bytes()
+        assert all(retained for _, _, retained in late.messages)
+        for topic in (topics.device_desired("d1"), topics.group_desired("g1")):
+            assert messages.parse_desired(late.latest[topic]).bundle_id == result.bundle_id
+    finally:
+        late.close()
+
+
+def test_publish_refuses_bad_target_ids(broker, prefix, keypair, bundle_file):
+    client = connect(broker.address, "test")
+    try:
+        with pytest.raises(ValueError, match="device id"):
+            publish_bundle(client, Topics(prefix), bundle_file, keypair[0], devices=["a/#"])
+    finally:
+        close(client)
+
+
+def test_unreachable_broker_error_says_what_to_do():
+    from fleet.broker import free_port
+
+    with pytest.raises(BrokerError, match=r"cannot reach the MQTT broker.*--broker"):
+        connect(f"127.0.0.1:{free_port()}", "test", timeout=2)
+
+
+def test_monitor_view_summarises_and_ignores_garbage():
+    view = FleetView(Topics("p"))
+    view.handle("p/devices/d1/status", messages.status_payload("online"))
+    view.handle("p/devices/d1/telemetry", json.dumps({
+        "inference": {"count_total": 5, "latency_p50_ms": 1.5},
+        "system": {"rss_bytes": 1000}, "runtime": {"name": "ai-edge-litert"}}).encode())
+    for topic, payload in [("p/devices/d2/status", b"\xff\xfe"), ("p/devices/d3/telemetry", b"[1,2]"),
+                           ("p/other/x", b"{}"), ("p/devices/d1/unknown", b"{}")]:
+        view.handle(topic, payload)
+    rows = view.snapshot()["devices"]
+    assert [r["device_id"] for r in rows] == ["d1"]
+    assert rows[0]["inference_count"] == 5 and rows[0]["status"] == "online"
+    assert view.complete()

@@ -40,6 +40,10 @@ QOS = 1
 REPORT_EVERY_S = 1.0  # at most one progress report a second while downloading
 
 
+class AgentStartError(Exception):
+    """The agent cannot start; the message says what to change."""
+
+
 @dataclass
 class ServingModel:
     bundle_id: str
@@ -89,6 +93,7 @@ class Agent:
         self._stop = threading.Event()
         self._infer_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mqtt-infer")
         self._last_report = 0.0
+        self._report_due = False
         self._http_server: Any = None
         self.client = self._make_client()
 
@@ -101,6 +106,7 @@ class Agent:
                         messages.status_payload(messages.STATUS_OFFLINE), qos=QOS, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -115,6 +121,10 @@ class Agent:
         log.info("connected to broker %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
         self._events.put(("connected",))
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("cannot reach the broker at %s:%s; retrying (the local API keeps serving)",
+                    self.cfg.mqtt.host, self.cfg.mqtt.port)
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         if not self._stop.is_set():
@@ -127,7 +137,10 @@ class Agent:
             self._events.put(("message", msg.topic, bytes(msg.payload)))
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=QOS, retain=retain)
+        # Offline, paho would queue without bound; reported state is sent afresh on
+        # reconnection, and a bounded telemetry spool is planned (docs/architecture.md).
+        if self.client.is_connected():
+            self.client.publish(topic, payload, qos=QOS, retain=retain)
 
     # life cycle
     def run(self) -> None:
@@ -138,7 +151,12 @@ class Agent:
         self._load_active_from_disk()
         if self.cfg.serve.http:
             api = LocalApi(self.infer, self.model_info)
-            self._http_server, self.local_api_address = start_local_api(self.cfg.serve.http, api)
+            try:
+                self._http_server, self.local_api_address = start_local_api(self.cfg.serve.http, api)
+            except OSError as exc:
+                raise AgentStartError(
+                    f"cannot serve the local API on {self.cfg.serve.http}: {exc}; choose another "
+                    "address in [serve] http, or \"\" to turn it off") from None
             log.info("local inference API on %s", self.local_api_address)
         self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive)
         self.client.loop_start()
@@ -153,6 +171,7 @@ class Agent:
                     if event is not None:
                         self._handle(event)
                     self._check_transfer_timeouts()
+                    self._flush_reported()
                     if time.monotonic() >= next_telemetry:
                         next_telemetry = time.monotonic() + self.cfg.telemetry.interval_s
                         self._publish_telemetry()
@@ -238,7 +257,9 @@ class Agent:
         want, self.desired_source = self._effective_desired()
         bundle_id = want.bundle_id
         if bundle_id is None or (self.serving and self.serving.bundle_id == bundle_id):
+            # nothing to install (any earlier failure stays in last_error)
             self._abort_transfer()
+            self.install = None
             self._publish_reported(force=True)
             return
         if self.transfer and self.transfer.bundle_id == bundle_id:
@@ -483,9 +504,15 @@ class Agent:
     def _publish_reported(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_report < REPORT_EVERY_S:
+            self._report_due = True  # sent by _flush_reported once the second is over
             return
         self._last_report = now
+        self._report_due = False
         self._publish(self.topics.reported(self.device_id), self.reported_payload(), retain=True)
+
+    def _flush_reported(self) -> None:
+        if self._report_due and time.monotonic() - self._last_report >= REPORT_EVERY_S:
+            self._publish_reported(force=True)
 
     def reported_payload(self) -> bytes:
         serving = self.serving

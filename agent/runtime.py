@@ -185,6 +185,8 @@ class TFLiteModel:
                 f"input shape {tuple(x.shape)} does not fit the model: expected {self.input_shape} "
                 f"for one sample or (N, {', '.join(map(str, self.input_shape))}) for a batch"
             )
+        if x.shape[0] == 0:
+            raise InputError("the batch holds no samples")
         if not np.issubdtype(x.dtype, np.number):
             raise InputError(f"input dtype {x.dtype} is not numeric")
         return x

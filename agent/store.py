@@ -112,9 +112,10 @@ class Store:
             return {}
 
     def set_active(self, bundle_id: str) -> dict[str, Any]:
-        old = self.active_record().get("active")
-        record = {"active": bundle_id, "previous": old if old != bundle_id else
-                  self.active_record().get("previous"), "activated_at": time.time()}
+        old = self.active_record()
+        # re-activating the active bundle keeps the one before it as the rollback target
+        previous = old.get("previous") if old.get("active") == bundle_id else old.get("active")
+        record = {"active": bundle_id, "previous": previous, "activated_at": time.time()}
         atomic_write(self.root / "active.json", json.dumps(record).encode())
         self._prune(keep={bundle_id, record["previous"]})
         return record

@@ -285,15 +285,14 @@ def agent_run(config_path: Path, log_level: str) -> None:
     """Follow the desired state, install bundles, serve inference, report telemetry."""
     need("device", "paho.mqtt", "psutil", "cryptography")
     from agent.config import ConfigError, load_config
-    from agent.daemon import Agent
+    from agent.daemon import Agent, AgentStartError
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(config_path)
-    except ConfigError as exc:
+        Agent(load_config(config_path)).run()
+    except (ConfigError, AgentStartError) as exc:
         raise click.ClickException(str(exc)) from None
-    Agent(config).run()
 
 
 # monitor

@@ -77,7 +77,7 @@ def test_agent_code_paths_do_not_import_tensorflow_even_where_installed(tmp_path
     """Import the CLI and the daemon, build an agent, load and run a model: no TensorFlow."""
     script = textwrap.dedent(f"""
         import sys
-                from click.testing import CliRunner
+        from click.testing import CliRunner
         from edgefleet.cli import main
         assert CliRunner().invoke(main, ["agent", "run", "--help"]).exit_code == 0
         from agent.config import parse_config

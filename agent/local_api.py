@@ -42,13 +42,14 @@ class LocalApi:
         self.model_info = model_info
 
 
-def _handler(api: LocalApi) -> type[BaseHTTPRequestHandler]:
+def _handler(api: LocalApi, tcp: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "edgefleet-agent"
         protocol_version = "HTTP/1.1"
         # headers and body go out as two writes; with Nagle on, a keep-alive client
-        # waits for the delayed ACK (~40 ms) on every request
-        disable_nagle_algorithm = True
+        # waits for the delayed ACK (~40 ms) on every request (TCP only: unix sockets
+        # have no such option)
+        disable_nagle_algorithm = tcp
 
         def address_string(self) -> str:  # unix sockets have no peer address
             return str(self.client_address[0]) if self.client_address else "unix"
@@ -118,9 +119,10 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
 
 def start_local_api(address: str, api: LocalApi) -> tuple[socketserver.BaseServer, str]:
     """Serve in a background thread; returns the server and the address it really bound."""
-    handler = _handler(api)
     server: socketserver.BaseServer
-    if address.startswith("unix:"):
+    unix = address.startswith("unix:")
+    handler = _handler(api, tcp=not unix)
+    if unix:
         path = Path(address[5:])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)

@@ -1,0 +1,85 @@
+"""The local HTTP API over a unix socket, with a real model behind it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from agent.bundle import open_bundle
+from agent.local_api import LocalApi, NoModelError, start_local_api
+from agent.runtime import TFLiteModel
+from agent.signing import TrustStore
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str):
+        super().__init__("localhost")
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self._path)
+
+
+def _request(path: str, method: str, url: str, body: bytes | None = None,
+             ctype: str = "application/json") -> tuple[int, dict]:
+    conn = UnixConnection(path)
+    conn.request(method, url, body=body, headers={"Content-Type": ctype} if body is not None else {})
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read())
+
+
+@pytest.fixture
+def model(keys, digits) -> TFLiteModel:
+    bundle = open_bundle(digits.bundle.read_bytes(), TrustStore.from_folder(keys.trust_dir))
+    return TFLiteModel(bundle.model_bytes)
+
+
+def test_unix_socket_serves_json_and_npy(tmp_path, model, digits):
+    def infer(x):
+        out, lat = model.predict(x)
+        return {"top1": out.argmax(-1).tolist(), "latency_ms": [v * 1000 for v in lat]}
+
+    sock = tmp_path / "run" / "agent.sock"
+    server, bound = start_local_api(f"unix:{sock}", LocalApi(infer, lambda: {"bundle_id": "b"}))
+    try:
+        assert bound == f"unix:{sock}"
+        x = np.load(digits.eval)["x"][:4]
+        status, answer = _request(str(sock), "POST", "/v1/infer", json.dumps({"inputs": x.tolist()}).encode())
+        assert status == 200 and len(answer["top1"]) == 4
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, x)
+        status, npy_answer = _request(str(sock), "POST", "/v1/infer", buf.getvalue(), "application/x-npy")
+        assert status == 200 and npy_answer["top1"] == answer["top1"]
+        assert _request(str(sock), "GET", "/v1/health") == (200, {"status": "ok", "bundle_id": "b"})
+        status, err = _request(str(sock), "POST", "/v1/infer", b'{"inputs": [[1, 2]]}')
+        assert status == 400 and "input shape" in err["error"]
+        assert _request(str(sock), "GET", "/nope")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_model_yet_is_503(tmp_path):
+    def infer(x):
+        raise NoModelError("no model is active yet")
+
+    server, bound = start_local_api("127.0.0.1:0", LocalApi(infer, lambda: None))
+    try:
+        host, port = bound.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port))
+        conn.request("POST", "/v1/infer", body=b'{"inputs": [1]}',
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 503 and "no model" in json.loads(resp.read())["error"]
+        conn.request("GET", "/v1/model")
+        assert conn.getresponse().status == 503
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -122,16 +122,17 @@ def render_table(view: FleetView) -> Any:
     from rich.table import Table
 
     snapshot = view.snapshot()["devices"]
-    table = Table(title=f"edgefleet devices ({view.topics.prefix})", box=box.SIMPLE_HEAD)
+    table = Table(title=f"edgefleet devices ({view.topics.prefix})", box=box.SIMPLE_HEAD,
+                  pad_edge=False, caption="p50/p99: invoke latency in ms; cpu%, MiB: the agent "
+                  "process; °C: hottest thermal zone")
     # device ids stay whole; the figures may wrap on a narrow terminal
     widest = max((len(r["device_id"]) for r in snapshot), default=6)
     table.add_column("device", no_wrap=True, min_width=min(widest, 32))
     table.add_column("model", no_wrap=True)
     table.add_column("state", no_wrap=True, min_width=7)
-    for col, justify in (("infer", "right"),
-                         ("p50 ms", "right"), ("p99 ms", "right"), ("cpu %", "right"),
-                         ("MiB", "right"), ("°C", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for col, justify in (("infer", "right"), ("p50", "right"), ("p99", "right"),
+                         ("cpu%", "right"), ("MiB", "right"), ("°C", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for row in snapshot:
         # one column for both: an online device shows its install state, others their status
         status = row["status"]

@@ -1,12 +1,13 @@
-"""edgefleet converter: a trained model becomes a quantised TFLite model in a signed bundle.
+"""edgefleet converter: a trained model becomes small, fast TFLite variants, measured side
+by side, and the recommended one goes into a signed bundle.
 
-Runs on a workstation (needs ``edgefleet[converter]``: TensorFlow, tf-keras, scikit-learn).
-Importing this package is cheap: TensorFlow loads only when a name that needs it is
-first used, so the CLI stays quick for sub-commands that never convert.
+Runs on a workstation (needs ``edgefleet[converter]``). Importing this package is cheap:
+TensorFlow loads only when a name that needs it is first used.
 
-Today one mode exists: full-integer ``int8`` (see :mod:`converter.int8`). Float16,
-dynamic-range and 16x8 quantisation, pruning, distillation and other input formats
-arrive later behind the same :func:`convert` entry point.
+Modules: ``sources`` (model formats), ``data`` (calibration and evaluation data),
+``quantize`` (modes), ``prune``/``prune_keras3``/``prune_tfmot``, ``distill``, ``metrics``
+and ``gate`` (accuracy), ``debugger`` (QuantizationDebugger, keep-float layers),
+``edgetpu`` and ``xnnpack_sparse`` (readiness), ``variants``, ``report``, ``build``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from converter.errors import ConversionError
 # public name -> module that defines it; loaded on first access (PEP 562)
 _LAZY = {
     "ConversionResult": "converter.build",
-    "MODES": "converter.build",
+    "ConvertOptions": "converter.build",
     "convert": "converter.build",
-    "convert_float": "converter.int8",
-    "convert_int8": "converter.int8",
-    "load_keras_model": "converter.int8",
-    "load_npz": "converter.datasets",
+    "MODES": "converter.quantize",
+    "QuantOptions": "converter.quantize",
+    "quantize": "converter.quantize",
+    "load_model_source": "converter.sources",
+    "load_dataset": "converter.data",
 }
 
-__all__ = ["MODES", "ConversionError", "ConversionResult", "convert", "convert_float",
-           "convert_int8", "load_keras_model", "load_npz"]
+__all__ = ["MODES", "ConversionError", "ConversionResult", "ConvertOptions", "QuantOptions", "convert",
+           "load_dataset", "load_model_source", "quantize"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,16 +1,19 @@
-"""`convert`: model file + calibration data -> quantised, evaluated, signed bundle.
+"""`convert`: model + data -> variants measured side by side -> the recommended (or chosen)
+one in a signed bundle, with a report in JSON, Markdown and PNG.
 
-Steps: load the model and data, quantise (one function per mode), convert a float32
-copy for the size comparison, measure accuracy with the device runtime, pick a golden
-self-test set, write report.json and report.md, and sign everything into a bundle
-(format: :mod:`agent.bundle`).
+Steps: load the model (any format of converter.sources) and data (converter.data); make
+the float reference; prune once if a pruned variant is asked for; build every variant
+(converter.quantize); measure each with the device's runtime (converter.variants);
+apply the accuracy gate and, for int8, the QuantizationDebugger (converter.debugger);
+check Edge TPU and XNNPACK-sparse readiness; recommend; write golden set, manifest,
+bundle and report. Bundle format: agent.bundle.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,43 +24,22 @@ from typing import Any
 import numpy as np
 
 import agent
-from agent.bundle import (
-    GOLDEN,
-    MODEL,
-    REPORT_JSON,
-    REPORT_MD,
-    read_manifest_unverified,
-    write_bundle,
-)
-from agent.runtime import TensorSpec, TFLiteModel
+from agent.bundle import GOLDEN, MODEL, REPORT_JSON, REPORT_MD, read_manifest_unverified, write_bundle
+from agent.runtime import TFLiteModel
 from agent.signing import SignatureError, SigningKey
-from converter.datasets import load_npz
+from converter.data import Preprocess, load_dataset
 from converter.errors import ConversionError
-from converter.evaluate import argmax_agreement, keras_outputs, tflite_outputs, top1_accuracy
-from converter.int8 import (
-    check_model_input,
-    convert_float,
-    convert_int8,
-    framework_versions,
-    load_keras_model,
-)
-
-# mode -> function(model, calibration inputs, calibration sample count) -> TFLite bytes
-Quantizer = Callable[[Any, np.ndarray, int], bytes]
-_QUANTIZERS: dict[str, Quantizer] = {"int8": convert_int8}
-MODES = tuple(_QUANTIZERS)
-PLANNED_MODES = ("float16", "dynamic", "int16x8")
+from converter.golden import golden_npz, pick_golden, selftest_tolerance
+from converter.targets import Target, resolve_target
+from converter.variants import VariantResult, VariantSpec, measure, parse_variants, recommend
 
 # The oldest runtimes a bundle is known to load in (the agent compares installed versions).
 MIN_RUNTIME_VERSIONS = {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}
-# Self-test tolerance in output quantisation steps: another correct kernel (another runtime
-# version, an accelerator) may round a step differently; a wrong model is off by far more.
-SELFTEST_TOLERANCE_STEPS = 2
-# Golden samples need this lead of the top class over the next (in output steps): kernels
-# measured here differ by up to 3 steps on single outputs, so a correct board keeps argmax.
-GOLDEN_MIN_MARGIN_STEPS = 16
-GOLDEN_POOL = 512  # candidates the golden set is chosen from
-ACCURACY_DROP_WARNING_PP = 1.0
+# Without --max-accuracy-drop, a variant must stay within this budget to be recommended.
+DEFAULT_RECOMMEND_BUDGET_PP = 1.0
+DEBUGGER_SAMPLES = 64
+Say = Callable[[str], None]
+ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -66,17 +48,34 @@ class ConversionResult:
     bundle_size: int  # bytes of the bundle file
     manifest: dict[str, Any]  # as written, with `format` and `files` filled in
     report: dict[str, Any]
+    report_paths: dict[str, Path]  # json, md, png next to the bundle
 
 
-def check_mode(mode: str) -> None:
-    if mode in MODES:
-        return
-    if mode in PLANNED_MODES:
-        raise ConversionError(
-            f"quantisation mode {mode!r} is not available yet; supported today: "
-            f"{', '.join(MODES)} ({', '.join(PLANNED_MODES)} arrive in a later release)"
-        )
-    raise ConversionError(f"unknown quantisation mode {mode!r}; supported: {', '.join(MODES)}")
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything `edgefleet convert` can be told, with its defaults."""
+
+    eval_path: str | Path | None = None
+    train_path: str | Path | None = None  # for pruned variants (fine-tuning)
+    name: str | None = None
+    version: str = "1"
+    mode: str | None = None  # one variant; None: the target's default
+    variants: str | None = None  # e.g. "int8,fp16,dynamic,pruned-int8"
+    pick: str | None = None  # put this variant in the bundle instead of the recommended one
+    io_dtype: str | None = None  # int8 I/O: int8 | uint8 | float32 (default from the target)
+    calibration_samples: int = 200
+    golden_samples: int = 16
+    target: str | None = None  # board profile; None: generic profile of this machine's arch
+    max_accuracy_drop: float | None = None  # percentage points; None: no gate (but see recommend)
+    keep_float_layers: str | None = None  # "auto": keep worst int8 layers in float until the gate passes
+    max_float_layers: int = 10
+    prune_sparsity: float = 0.8
+    prune_epochs: int = 4
+    prune_m_by_n: tuple[int, int] | None = None
+    top_k: int = 5
+    preprocess: str | None = None  # for image folders, Preprocess.parse syntax
+    measure_latency: bool = True
+    chart: bool = True
 
 
 def convert(
@@ -85,245 +84,375 @@ def convert(
     out_path: str | Path,
     key_path: str | Path,
     *,
-    eval_path: str | Path | None = None,
-    name: str | None = None,
-    version: str = "1",
-    mode: str = "int8",
-    calibration_samples: int = 200,
-    golden_samples: int = 16,
-    target: str = "generic",
-    progress: Callable[[str], None] | None = None,
+    progress: Say | None = None,
+    on_progress: ProgressFn | None = None,
+    options: ConvertOptions | None = None,
+    **overrides: Any,
 ) -> ConversionResult:
     """Convert MODEL_PATH with CALIB_PATH data into a signed bundle at OUT_PATH.
 
-    EVAL_PATH (an .npz with x and ideally y) adds accuracy figures; without labels only
-    agreement with the float model is measured. PROGRESS receives one line per step.
+    Keyword OVERRIDES set ConvertOptions fields (convert(..., eval_path=p, mode="int8")).
+    PROGRESS receives one line per step; ON_PROGRESS (task, done, total) drives bars.
     """
-    say = progress or (lambda _message: None)
-    timings: dict[str, float] = {}
-    warnings: list[str] = []
+    opts = options or ConvertOptions()
+    if overrides:
+        unknown = set(overrides) - set(ConvertOptions.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"convert() got unknown options {sorted(unknown)}")
+        opts = ConvertOptions(**{**opts.__dict__, **overrides})
+    return _Conversion(Path(model_path), Path(calib_path), Path(out_path), Path(key_path), opts,
+                       progress or (lambda _m: None), on_progress).run()
 
-    # Cheap checks first: a typo should not cost a conversion.
-    check_mode(mode)
-    if calibration_samples < 1 or golden_samples < 1:
-        raise ConversionError("calibration_samples and golden_samples must be at least 1")
-    model_path, out_path = Path(model_path), Path(out_path)
-    name = model_path.stem if name is None else name
-    if not name.strip():
-        raise ConversionError("the bundle name is empty")
-    if out_path.is_dir():
-        raise ConversionError(f"output {out_path} is a directory; give a file name such as x.efb")
-    try:
-        key = SigningKey.load(key_path)
-    except SignatureError as exc:
-        raise ConversionError(str(exc)) from None
 
-    started = time.perf_counter()
-    say(f"loading model {model_path}")
-    model = load_keras_model(model_path)
-    say(f"loading calibration data {calib_path}")
-    calib_x, _ = load_npz(calib_path)  # labels, if any, are not needed to calibrate
-    check_model_input(model, calib_x, f"calibration ({calib_path})")
-    eval_x = eval_y = None
-    if eval_path is not None:
-        say(f"loading evaluation data {eval_path}")
-        eval_x, eval_y = load_npz(eval_path)
-        check_model_input(model, eval_x, f"evaluation ({eval_path})")
-    timings["load"] = time.perf_counter() - started
+class _Conversion:
+    def __init__(self, model_path: Path, calib_path: Path, out_path: Path, key_path: Path,
+                 opts: ConvertOptions, say: Say, on_progress: ProgressFn | None):
+        self.model_path, self.calib_path, self.out_path = model_path, calib_path, out_path
+        self.opts, self.say, self.on_progress = opts, say, on_progress
+        self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
+        # cheap checks first: a typo should not cost a conversion
+        if opts.golden_samples < 1 or opts.calibration_samples < 1:
+            raise ConversionError("calibration and golden sample counts must be at least 1")
+        if out_path.is_dir():
+            raise ConversionError(f"output {out_path} is a directory; give a file name such as m.efb")
+        if opts.keep_float_layers not in (None, "auto"):
+            raise ConversionError(f"--keep-float-layers takes 'auto' (got {opts.keep_float_layers!r})")
+        try:
+            self.key = SigningKey.load(key_path)
+        except SignatureError as exc:
+            raise ConversionError(str(exc)) from None
+        self.target: Target = resolve_target(opts.target)
+        self.specs = self._variant_specs()
+        self.name = opts.name if opts.name is not None else model_path.stem
+        if not self.name.strip():
+            raise ConversionError("the bundle name is empty")
+        if any(s.pruned for s in self.specs) and opts.train_path is None:
+            raise ConversionError("pruned variants fine-tune the model: give --train data (.npz with x, y)")
+        self.preprocess = Preprocess.parse(opts.preprocess) if opts.preprocess else None
 
-    used = min(calibration_samples, len(calib_x))
-    say(f"quantising to {mode} ({used} calibration samples)")
-    started = time.perf_counter()
-    model_bytes = _QUANTIZERS[mode](model, calib_x, calibration_samples)
-    timings["quantize"] = time.perf_counter() - started
-    if used < 100:
-        warnings.append(f"only {used} calibration samples; a few hundred give steadier ranges")
+    def _variant_specs(self) -> list[VariantSpec]:
+        if self.opts.variants and self.opts.mode:
+            raise ConversionError("give --mode or --variants, not both")
+        if self.opts.variants:
+            return parse_variants(self.opts.variants)
+        if self.opts.mode:
+            return [VariantSpec.parse(self.opts.mode)]
+        return parse_variants(self.target.default_variants)
 
-    say("converting a float32 copy for the size comparison")
-    started = time.perf_counter()
-    float_size = len(convert_float(model))
-    timings["float_convert"] = time.perf_counter() - started
+    def _step(self, key: str, message: str) -> float:
+        self.say(message)
+        return time.perf_counter()
 
-    tflite = TFLiteModel(model_bytes)  # the device's runtime, CPU kernels
-    metrics: dict[str, Any] = {
-        "float_top1": None, "quantized_top1": None, "agreement_with_float": None,
-        "eval_samples": 0, "float_size_bytes": float_size, "model_size_bytes": len(model_bytes),
-    }
-    if eval_x is not None:
-        say(f"evaluating float and {mode} models on {len(eval_x)} samples")
-        started = time.perf_counter()
-        float_out = keras_outputs(model, eval_x)
-        quant_out = tflite_outputs(tflite, eval_x)
-        metrics["eval_samples"] = len(eval_x)
-        metrics["agreement_with_float"] = argmax_agreement(float_out, quant_out)
-        if eval_y is not None:
-            metrics["float_top1"] = top1_accuracy(float_out, eval_y)
-            metrics["quantized_top1"] = top1_accuracy(quant_out, eval_y)
-            drop_pp = 100 * (metrics["float_top1"] - metrics["quantized_top1"])
-            if drop_pp > ACCURACY_DROP_WARNING_PP:
-                warnings.append(f"{mode} top-1 is {drop_pp:.1f} points below float")
+    def _done(self, key: str, started: float) -> None:
+        self.timings[key] = round(time.perf_counter() - started, 3)
+
+    def run(self) -> ConversionResult:
+        from converter.sources import load_model_source
+
+        t = self._step("load", f"loading model {self.model_path}")
+        source = load_model_source(self.model_path)
+        if self.target.accelerator in ("edgetpu", "npu") and source.kind != "tflite":
+            source.batch_size = 1  # accelerators need every size fixed at compile time
+        self.say(f"loading calibration data {self.calib_path}")
+        calib_x, _ = load_dataset(self.calib_path, self.preprocess)
+        self._check_shape(source, calib_x, "calibration")
+        eval_x = eval_y = None
+        if self.opts.eval_path is not None:
+            self.say(f"loading evaluation data {self.opts.eval_path}")
+            eval_x, eval_y = load_dataset(self.opts.eval_path, self.preprocess)
+            self._check_shape(source, eval_x, "evaluation")
+            if eval_y is None:
+                self.warnings.append("evaluation data has no labels: accuracy is agreement with the "
+                                     "float model's top class, plus SNR and cosine similarity")
         else:
-            warnings.append(f"{eval_path} has no labels (y): top-1 accuracy was not measured")
-        timings["evaluate"] = time.perf_counter() - started
-    else:
-        warnings.append("no evaluation data given: accuracy was not measured")
+            self.warnings.append("no evaluation data given: accuracy was not measured, so no "
+                                 "accuracy gate could apply")
+        self._done("load", t)
+        if self.opts.max_accuracy_drop is not None and eval_x is None:
+            raise ConversionError("--max-accuracy-drop needs evaluation data (--eval)")
 
-    say(f"choosing {golden_samples} golden self-test samples")
-    started = time.perf_counter()
-    golden_source = "eval" if eval_x is not None else "calibration"
-    golden_x = _pick_golden(tflite, eval_x if eval_x is not None else calib_x, golden_samples)
-    reference = tflite_outputs(tflite, golden_x)
-    golden = {"inputs": golden_x, "reference_outputs": reference,
-              "float_outputs": keras_outputs(model, golden_x)}
-    tolerance = selftest_tolerance(tflite.outputs[0])
-    timings["golden"] = time.perf_counter() - started
+        t = self._step("float", "measuring the float model")
+        from converter.metrics import reference_metrics
 
-    versions = framework_versions()
-    manifest = {
-        "name": name,
-        "version": str(version),
-        # "+00:00" rather than "Z": datetime.fromisoformat reads it on Python 3.10 too
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "target": {"profile": target},
-        "runtime": {"delegate": "cpu", "min_versions": dict(MIN_RUNTIME_VERSIONS)},
-        "model": {
-            "file": MODEL, "quantization": mode, "size_bytes": len(model_bytes),
-            "inputs": [spec.as_dict() for spec in tflite.inputs],
-            "outputs": [spec.as_dict() for spec in tflite.outputs],
-        },
-        "selftest": {"file": GOLDEN, "samples": len(golden_x), "min_top1_agreement": 1.0,
-                     "max_mean_abs_error": tolerance},
-        "metrics": metrics,
-        "converter": {"edgefleet": agent.__version__, **versions},
-    }
-    report = {
-        "name": name, "version": str(version), "created_at": manifest["created_at"],
-        "mode": mode, "target": target,
-        "source": {
-            "model": model_path.name, "model_sha256": _sha256_file(model_path),
-            "model_parameters": int(model.count_params()),
-            "calibration": Path(calib_path).name, "calibration_samples_available": len(calib_x),
-            "calibration_samples_used": used,
-            "eval": Path(eval_path).name if eval_path is not None else None,
-            "eval_labelled": eval_y is not None,
-        },
-        "model": manifest["model"],
-        "metrics": {**metrics, **_derived(metrics)},
-        "selftest": {**manifest["selftest"], "source": golden_source},
-        "reference_runtime": {"name": tflite.runtime.name, "version": tflite.runtime.version},
-        "converter": manifest["converter"],
-        "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "warnings": warnings,
-    }
-    files = {
-        MODEL: model_bytes,
-        GOLDEN: _npz_bytes(golden),
-        REPORT_JSON: json.dumps(report, indent=2, sort_keys=True).encode() + b"\n",
-        REPORT_MD: render_report_md(report).encode(),
-    }
-    say(f"writing signed bundle {out_path}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    data = write_bundle(out_path, manifest, files, key)
-    return ConversionResult(out_path, len(data), read_manifest_unverified(data), report)
+        reference = source.predict(eval_x) if eval_x is not None else None
+        float_bytes = source.float_tflite()
+        sample = (eval_x if eval_x is not None else calib_x)[0]
+        float_measured = measure(float_bytes, None, None, None, sample, latency=self.opts.measure_latency)
+        float_metrics = reference_metrics(reference, eval_y, self.opts.top_k) if reference is not None else {}
+        self._done("float", t)
+
+        pruning = None
+        pruned_source = None
+        if any(s.pruned for s in self.specs):
+            pruned_source, pruning = self._prune(source, eval_x, eval_y)
+
+        results: list[VariantResult] = []
+        for spec in self.specs:
+            src = pruned_source if spec.pruned else source
+            results.append(self._build_variant(spec, src, calib_x, eval_x, eval_y, reference,
+                                               float_metrics, sample))
+
+        chosen, recommendation = self._choose(results)
+        self.say(f"recommended: {recommendation}")
+        if self.target.requires_edgetpu_compiler:
+            self._compile_for_edgetpu(chosen)
+
+        t = self._step("golden", f"choosing {self.opts.golden_samples} golden self-test samples")
+        model = TFLiteModel(chosen.model_bytes)
+        golden_pool = eval_x if eval_x is not None else calib_x
+        golden_x = pick_golden(model, golden_pool, self.opts.golden_samples)
+        golden = golden_npz(model, golden_x, source.predict(golden_x))
+        self._done("golden", t)
+
+        manifest = self._manifest(chosen, model, len(golden_x), float_measured.size_bytes, eval_x,
+                                  float_metrics)
+        report = self._report(source, chosen, recommendation, results, float_measured, float_metrics,
+                              pruning, calib_x, eval_x, eval_y, model, manifest)
+        return self._write(manifest, report, chosen, golden)
+
+    # steps
+    def _check_shape(self, source: Any, x: np.ndarray, what: str) -> None:
+        if tuple(x.shape[1:]) != tuple(source.input_shape):
+            raise ConversionError(
+                f"{what} data has samples of shape {tuple(x.shape[1:])}, but the model takes "
+                f"{tuple(source.input_shape)}; preprocess the data to the model's input")
+
+    def _prune(self, source: Any, eval_x: np.ndarray | None, eval_y: np.ndarray | None) -> tuple[Any, dict]:
+        from converter.prune import PruneOptions, prune
+        from converter.sources import source_from_keras
+
+        if source.keras_model is None:
+            raise ConversionError(f"pruning needs a Keras model (.keras or .h5); {source.kind} "
+                                  "sources cannot be fine-tuned")
+        train_x, train_y = load_dataset(self.opts.train_path, self.preprocess)  # type: ignore[arg-type]
+        self._check_shape(source, train_x, "training")
+        opts = PruneOptions(target_sparsity=self.opts.prune_sparsity, epochs=self.opts.prune_epochs,
+                            m_by_n=self.opts.prune_m_by_n)
+        t = self._step("prune", f"pruning to {opts.target_sparsity:.0%} sparsity, fine-tuning "
+                                f"{opts.epochs} epochs on {len(train_x)} samples")
+        result = prune(source.keras_model, train_x, train_y, opts, eval_x, eval_y,
+                       progress=self.on_progress)
+        self._done("prune", t)
+        info = {"framework": result.framework, "overall_sparsity": round(result.overall_sparsity, 4),
+                "layer_sparsity": {k: round(v, 4) for k, v in result.layer_sparsity.items()},
+                "target_sparsity": opts.target_sparsity, "epochs": opts.epochs,
+                "m_by_n": list(opts.m_by_n) if opts.m_by_n else None, "history": result.history}
+        pruned = source_from_keras(result.model)
+        pruned.batch_size = source.batch_size
+        return pruned, info
+
+    def _io_dtype(self, spec: VariantSpec) -> str | None:
+        if spec.mode != "int8":
+            return None
+        return self.opts.io_dtype or self.target.io_dtype
+
+    def _build_variant(self, spec: VariantSpec, source: Any, calib_x: np.ndarray,
+                       eval_x: np.ndarray | None, eval_y: np.ndarray | None,
+                       reference: np.ndarray | None, float_metrics: dict[str, Any],
+                       sample: np.ndarray) -> VariantResult:
+        from converter.edgetpu import check_edgetpu
+        from converter.gate import check_accuracy_drop
+        from converter.quantize import QuantOptions, quantize
+        from converter.xnnpack_sparse import check_xnnpack_sparse
+
+        qopts = QuantOptions(spec.mode, io_dtype=self._io_dtype(spec),
+                             calibration_samples=self.opts.calibration_samples,
+                             # int8 + EXPERIMENTAL_SPARSITY fails in LiteRT's XNNPACK (DENSIFY before
+                             # FULLY_CONNECTED) and zips worse than plain zeros: float modes only
+                             sparsity=spec.pruned and spec.mode in ("float32", "float16"))
+        t = self._step(f"variant:{spec.name}", f"building {spec.name}")
+        model_bytes = quantize(source, calib_x, qopts, progress=self.on_progress)
+        measured = measure(model_bytes, reference, eval_x, eval_y, sample, self.opts.top_k,
+                           self.opts.measure_latency)
+        result = VariantResult(spec, model_bytes, measured)
+        budget = self.opts.max_accuracy_drop
+        if budget is None and len(self.specs) > 1:
+            budget = DEFAULT_RECOMMEND_BUDGET_PP  # only to pick among several, never to fail
+        if budget is not None and measured.metrics:
+            result.gate = check_accuracy_drop(float_metrics, measured.metrics, budget, spec.name)
+        if spec.mode == "int8" and source.kind != "tflite":
+            self._debug_int8(result, source, calib_x, float_metrics, eval_x, eval_y, reference, sample)
+        result.edgetpu = check_edgetpu(result.model_bytes).as_dict()
+        if spec.pruned:
+            result.xnnpack_sparse = check_xnnpack_sparse(result.model_bytes)
+        self._done(f"variant:{spec.name}", t)
+        return result
+
+    def _debug_int8(self, result: VariantResult, source: Any, calib_x: np.ndarray,
+                    float_metrics: dict[str, Any], eval_x: np.ndarray | None, eval_y: np.ndarray | None,
+                    reference: np.ndarray | None, sample: np.ndarray) -> None:
+        """Worst layers from TensorFlow's QuantizationDebugger; with --keep-float-layers auto,
+        keep them in float until the gate passes."""
+        from converter.debugger import keep_float_layers_until, layer_errors
+        from converter.gate import check_accuracy_drop
+        from converter.metrics import compare
+
+        factory = source.tflite_converter
+        result.worst_layers = [e.as_dict() for e in layer_errors(factory, calib_x, DEBUGGER_SAMPLES)[:5]]
+        if (self.opts.keep_float_layers != "auto" or result.gate is None or result.gate.passed
+                or eval_x is None or reference is None):
+            return
+        budget = result.gate.max_drop_pp
+
+        def evaluate(model_bytes: bytes) -> Any:
+            outputs, _ = TFLiteModel(model_bytes).predict(eval_x)
+            return check_accuracy_drop(float_metrics, compare(reference, outputs, eval_y, self.opts.top_k),
+                                       budget, result.spec.name)
+
+        io = self._io_dtype(result.spec) or "int8"
+        if io not in ("int8", "uint8"):
+            result.notes.append("--keep-float-layers auto needs int8 or uint8 input/output")
+            return
+        kept = keep_float_layers_until(factory, calib_x, evaluate, io_dtype=io,
+                                       max_layers=self.opts.max_float_layers, progress=self.say,
+                                       samples=DEBUGGER_SAMPLES)
+        result.notes.append(kept.message)
+        if kept.kept or kept.passed:
+            result.model_bytes = kept.model
+            result.kept_float_layers = list(kept.kept)
+            result.measured = measure(kept.model, reference, eval_x, eval_y, sample, self.opts.top_k,
+                                      self.opts.measure_latency)
+            result.gate = kept.history[-1][1] if kept.passed else evaluate(kept.model)
+
+    def _choose(self, results: list[VariantResult]) -> tuple[VariantResult, str]:
+        if self.opts.pick:
+            picked = [r for r in results if r.spec.name == self.opts.pick.lower()]
+            if not picked:
+                raise ConversionError(f"--pick {self.opts.pick}: not among the variants "
+                                      f"{[r.spec.name for r in results]}")
+            chosen = picked[0]
+            if self.opts.max_accuracy_drop is not None and chosen.gate is not None and not chosen.gate.passed:
+                from converter.gate import GateError
+
+                raise GateError(chosen.gate)
+            return chosen, f"{chosen.spec.name}: picked with --pick"
+        if self.opts.max_accuracy_drop is not None and len(results) == 1 and results[0].gate is not None \
+                and not results[0].gate.passed:
+            from converter.gate import GateError
+
+            raise GateError(results[0].gate)
+        return recommend(results, self.target.allowed_modes, self.target.needs_edgetpu)
+
+    def _compile_for_edgetpu(self, chosen: VariantResult) -> None:
+        import tempfile
+
+        from converter.edgetpu import run_compiler
+
+        with tempfile.TemporaryDirectory(prefix="edgefleet-edgetpu-") as tmp:
+            model_path = Path(tmp) / "model.tflite"
+            model_path.write_bytes(chosen.model_bytes)
+            compiled = run_compiler(model_path, out_dir=Path(tmp) / "out")
+            if compiled is None:
+                self.warnings.append(
+                    "edgetpu_compiler is not installed: the bundle holds the int8 model, which the Edge "
+                    "TPU delegate cannot accelerate until it is compiled; the Edge TPU figures in this "
+                    "report are predictions from Coral's documented op table")
+                return
+            chosen.edgetpu = {**(chosen.edgetpu or {}), "compiler": compiled.as_dict()}
+            out = Path(compiled.output_model) if compiled.output_model else None
+            if compiled.ok and out is not None and out.exists():
+                # the compiled model is what the Edge TPU runs; the int8 one would run on the CPU
+                chosen.model_bytes = out.read_bytes()
+                chosen.notes.append(f"bundle holds the model compiled by edgetpu_compiler "
+                                    f"{compiled.version}: {compiled.ops_on_edgetpu} ops on the Edge TPU, "
+                                    f"{compiled.ops_on_cpu} on the CPU")
+            else:
+                self.warnings.append("edgetpu_compiler did not produce a model; the bundle holds the "
+                                     "uncompiled int8 model (see the compiler log in report.json)")
+
+    # outputs
+    def _manifest(self, chosen: VariantResult, model: TFLiteModel, golden_count: int, float_size: int,
+                  eval_x: np.ndarray | None, float_metrics: dict[str, Any]) -> dict[str, Any]:
+        from converter.tfutil import framework_versions
+
+        m = chosen.measured.metrics
+        return {
+            "name": self.name,
+            "version": str(self.opts.version),
+            # "+00:00" rather than "Z": datetime.fromisoformat reads it on Python 3.10 too
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "target": {"profile": self.target.name, "accelerator": self.target.accelerator},
+            "runtime": {"delegate": self.target.delegate, "delegate_library": self.target.library,
+                        "delegate_options": dict(self.target.options),
+                        "min_versions": dict(MIN_RUNTIME_VERSIONS)},
+            "model": {"file": MODEL, "quantization": chosen.spec.mode, "variant": chosen.spec.name,
+                      "size_bytes": len(chosen.model_bytes),
+                      "inputs": [s.as_dict() for s in model.inputs],
+                      "outputs": [s.as_dict() for s in model.outputs]},
+            "selftest": {"file": GOLDEN, "samples": golden_count, "min_top1_agreement": 1.0,
+                         "max_mean_abs_error": selftest_tolerance(model.outputs[0])},
+            "metrics": {"float_top1": float_metrics.get("top1"), "quantized_top1": m.get("top1"),
+                        "agreement_with_float": m.get("agreement"),
+                        "eval_samples": 0 if eval_x is None else len(eval_x),
+                        "float_size_bytes": float_size, "model_size_bytes": len(chosen.model_bytes)},
+            "converter": {"edgefleet": agent.__version__, **framework_versions()},
+        }
+
+    def _report(self, source: Any, chosen: VariantResult, recommendation: str,
+                results: list[VariantResult], float_measured: Any, float_metrics: dict[str, Any],
+                pruning: dict | None, calib_x: np.ndarray, eval_x: np.ndarray | None,
+                eval_y: np.ndarray | None, model: TFLiteModel, manifest: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "schema": "edgefleet.report/1",
+            "name": self.name, "version": str(self.opts.version), "created_at": manifest["created_at"],
+            "target": manifest["target"] | {"allowed_modes": self.target.allowed_modes},
+            "source": {"file": self.model_path.name, "kind": source.kind,
+                       "sha256": _sha256(self.model_path),
+                       "parameters": int(source.keras_model.count_params()) if source.keras_model is not None
+                       else None},
+            "data": {"calibration": self.calib_path.name, "calibration_samples_available": len(calib_x),
+                     "calibration_samples_used": min(self.opts.calibration_samples, len(calib_x)),
+                     "eval_samples": 0 if eval_x is None else len(eval_x), "labels": eval_y is not None},
+            "float": {"size_bytes": float_measured.size_bytes,
+                      "compressed_bytes": float_measured.compressed_bytes,
+                      "metrics": float_metrics, "latency_p50_ms": float_measured.latency_p50_ms,
+                      "sparsity": round(float_measured.sparsity, 4), "ops": float_measured.ops},
+            "variants": [r.summary(float_measured.size_bytes) for r in results],
+            "chosen": chosen.spec.name, "recommendation": recommendation,
+            "chosen_edgetpu_ops": (chosen.edgetpu or {}).get("ops") if self.target.needs_edgetpu else None,
+            "max_accuracy_drop_pp": self.opts.max_accuracy_drop,
+            "pruning": pruning,
+            "model": manifest["model"],
+            "selftest": {**manifest["selftest"], "source": "calibration" if eval_x is None else "eval"},
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "runtime": f"{model.runtime.name} {model.runtime.version}"},
+            "converter": manifest["converter"],
+            "timings_seconds": self.timings,
+            "warnings": self.warnings,
+        }
+
+    def _write(self, manifest: dict[str, Any], report: dict[str, Any], chosen: VariantResult,
+               golden: bytes) -> ConversionResult:
+        from converter.report import render_chart, render_markdown
+
+        report_json = json.dumps(report, indent=2, sort_keys=True, default=_json_default).encode() + b"\n"
+        report_md = render_markdown(report).encode()
+        files = {MODEL: chosen.model_bytes, GOLDEN: golden, REPORT_JSON: report_json, REPORT_MD: report_md}
+        self.say(f"writing signed bundle {self.out_path}")
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        data = write_bundle(self.out_path, manifest, files, self.key)
+        stem = self.out_path.with_suffix("")
+        paths = {"json": Path(f"{stem}.report.json"), "md": Path(f"{stem}.report.md")}
+        paths["json"].write_bytes(report_json)
+        paths["md"].write_bytes(report_md)
+        if self.opts.chart:
+            paths["png"] = Path(f"{stem}.report.png")
+            render_chart(report, paths["png"])
+        return ConversionResult(self.out_path, len(data), read_manifest_unverified(data), report, paths)
 
 
-def selftest_tolerance(output: TensorSpec) -> float:
-    """Largest mean absolute output error a correct model may show on another kernel."""
-    if output.quantized:
-        return SELFTEST_TOLERANCE_STEPS * output.scale
-    return 1e-3  # float outputs (later modes): revisit per mode when they arrive
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def _pick_golden(model: TFLiteModel, x: np.ndarray, n: int) -> np.ndarray:
-    """N inputs from X that make a sharp self-test for the quantised model.
-
-    Every pick has a clear lead of its top class (GOLDEN_MIN_MARGIN_STEPS), so a kernel
-    that rounds a step differently cannot flip the argmax of a correct model and fail
-    `min_top1_agreement = 1.0`. Within that, half the picks are the least confident inputs:
-    confident inputs give near 0/1 outputs that even a different model reproduces, less
-    confident ones expose wrong weights or arithmetic. The other half are random (typical
-    inputs). Falls back to the largest margins when too few inputs have a clear lead.
-    """
-    rng = np.random.default_rng(0)
-    pool = x[np.sort(rng.permutation(len(x))[:GOLDEN_POOL])]
-    outputs = tflite_outputs(model, pool)
-    if outputs.ndim != 2 or outputs.shape[1] < 2:
-        return pool[:n]  # not a classifier's scores: any inputs serve
-    top2 = np.sort(outputs, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    step = model.outputs[0].scale if model.outputs[0].quantized else 0.0
-    clear = np.flatnonzero(margin >= GOLDEN_MIN_MARGIN_STEPS * step)
-    if len(clear) <= n:
-        return pool[np.sort(np.argsort(-margin, kind="stable")[:n])]
-    by_margin = clear[np.argsort(margin[clear], kind="stable")]
-    hardest = by_margin[: n // 2]
-    rest = rng.permutation(by_margin[n // 2 :])[: n - len(hardest)]
-    return pool[np.sort(np.concatenate([hardest, rest]))]
-
-
-def _derived(metrics: dict[str, Any]) -> dict[str, Any]:
-    float_top1, quant_top1 = metrics["float_top1"], metrics["quantized_top1"]
-    return {
-        "top1_change_pp": None if float_top1 is None else 100 * (quant_top1 - float_top1),
-        "size_ratio": metrics["float_size_bytes"] / metrics["model_size_bytes"],
-    }
-
-
-def render_report_md(report: dict[str, Any]) -> str:
-    """The report as a short Markdown page for people (report.json is for programs)."""
-    m, mode = report["metrics"], report["mode"]
-
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f} %"
-
-    def kib(value: int) -> str:
-        return f"{value / 1024:.1f} KiB"
-
-    change = "n/a" if m["top1_change_pp"] is None else f"{m['top1_change_pp']:+.2f} points"
-    lines = [
-        f"# {report['name']} {report['version']}: {mode} conversion report",
-        "",
-        f"Created {report['created_at']} for target profile `{report['target']}`.",
-        "",
-        f"| | float32 | {mode} | change |",
-        "|---|---|---|---|",
-        f"| top-1 ({m['eval_samples']} eval samples) | {pct(m['float_top1'])} "
-        f"| {pct(m['quantized_top1'])} | {change} |",
-        f"| model size | {kib(m['float_size_bytes'])} | {kib(m['model_size_bytes'])} "
-        f"| {m['size_ratio']:.1f}x smaller |",
-        "",
-        f"- Agreement with the float model (same top class): {pct(m['agreement_with_float'])}",
-    ]
-    src, st = report["source"], report["selftest"]
-    lines += [
-        f"- Source: `{src['model']}` ({src['model_parameters']} parameters), sha256 "
-        f"`{src['model_sha256'][:16]}...`",
-        f"- Calibration: {src['calibration_samples_used']} of "
-        f"{src['calibration_samples_available']} samples from `{src['calibration']}`",
-        f"- Self-test: {st['samples']} golden samples from the {st['source']} data; passes when "
-        f"the top class always matches and the mean absolute error is at most "
-        f"{st['max_mean_abs_error']:.6g}",
-        f"- Measured with {report['reference_runtime']['name']} "
-        f"{report['reference_runtime']['version']}; converted with TensorFlow "
-        f"{report['converter']['tensorflow']}, Keras {report['converter']['keras']}",
-    ]
-    for tensor in report["model"]["inputs"] + report["model"]["outputs"]:
-        lines.append(
-            f"- Tensor `{tensor['name']}`: {tensor['dtype']} {tensor['shape']}, scale "
-            f"{tensor['scale']:.6g}, zero point {tensor['zero_point']}"
-        )
-    if report["warnings"]:
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
-    return "\n".join(lines) + "\n"
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
-    return buf.getvalue()
-
-
-def _sha256_file(path: Path) -> str:
+def _sha256(path: Path) -> str | None:
+    if path.is_dir():
+        return None  # a SavedModel folder
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

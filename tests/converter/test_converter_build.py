@@ -56,11 +56,11 @@ def test_manifest_has_the_agreed_shape(bundle: Any) -> None:
     created = datetime.fromisoformat(m["created_at"])
     assert created.utcoffset() == timedelta(0)
     assert datetime.now(timezone.utc) - created < timedelta(minutes=10)
-    assert m["target"] == {"profile": "generic"}
-    assert m["runtime"] == {"delegate": "cpu", "min_versions": {
-        "ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}}
+    assert m["target"]["profile"].startswith("generic-") and m["target"]["accelerator"] == "none"
+    assert m["runtime"] == {"delegate": "cpu", "delegate_library": "", "delegate_options": {},
+                            "min_versions": {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}}
     model = m["model"]
-    assert set(model) == {"file", "quantization", "size_bytes", "inputs", "outputs"}
+    assert set(model) == {"file", "quantization", "variant", "size_bytes", "inputs", "outputs"}
     assert model["file"] == "model.tflite" and model["quantization"] == "int8"
     assert model["size_bytes"] == len(bundle.model_bytes)
     for spec in model["inputs"] + model["outputs"]:
@@ -106,10 +106,12 @@ def test_golden_set_passes_the_selftest_on_this_runtime(
 def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
     bundle: Any, digits_files: dict[str, Path], selftest_passes: SelftestRule
 ) -> None:
+    import keras
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from converter.datasets import load_npz
-    from converter.int8 import convert_int8, load_keras_model
+    from converter.quantize import QuantOptions, quantize
+    from converter.sources import source_from_keras
 
     golden, selftest = _golden(bundle), bundle.manifest["selftest"]
     # The reference kernels are a different (correct) implementation of every op.
@@ -128,11 +130,12 @@ def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
     assert selftest_passes(np.stack(outputs), golden, selftest)
 
     # A model with damaged first-layer weights must not pass.
-    model = load_keras_model(digits_files["model"])
+    model = keras.models.load_model(digits_files["model"], compile=False)
     weights = model.get_weights()
     weights[0] = weights[0] + np.random.default_rng(0).normal(0, 0.05, weights[0].shape)
     model.set_weights(weights)
-    damaged = TFLiteModel(convert_int8(model, load_npz(digits_files["calib"])[0]))
+    damaged = TFLiteModel(quantize(source_from_keras(model), load_npz(digits_files["calib"])[0],
+                                   QuantOptions("int8")))
     assert not selftest_passes(damaged.predict(golden["inputs"])[0], golden, selftest)
     # Nor does the right model fed wrongly scaled inputs.
     right = TFLiteModel(bundle.model_bytes)
@@ -141,15 +144,26 @@ def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
 
 @pytest.mark.slow
 def test_report_and_progress(converted: dict[str, Any], bundle: Any) -> None:
-    report = converted["result"].report
+    result = converted["result"]
+    report = result.report
     assert json.loads(bundle.files["report.json"]) == report
-    assert report["metrics"]["size_ratio"] > 3 and report["warnings"] == []
-    assert report["source"]["calibration_samples_used"] == 200
+    assert report["warnings"] == []
+    assert report["data"]["calibration_samples_used"] == 200
+    # a CPU target without --mode builds the "auto" set and recommends the smallest that passes
+    assert [v["name"] for v in report["variants"]] == ["int8", "float16", "dynamic"]
+    assert report["chosen"] == "int8" and "smallest compressed size" in report["recommendation"]
+    for v in report["variants"]:
+        assert v["size_ratio"] < 0.6 and v["metrics"]["top1"] >= 0.97
+        assert v["latency_p50_ms"]["1"] > 0 and v["gate"]["passed"]
+    int8 = report["variants"][0]
+    assert int8["worst_layers"] and int8["worst_layers"][0]["rmse_over_scale"] >= 0
     markdown = bundle.files["report.md"].decode()
-    assert "| top-1 (360 eval samples) |" in markdown and "int8" in markdown
+    assert "| int8 |" in markdown and "| float32 (reference) |" in markdown
+    assert set(result.report_paths) == {"json", "md", "png"}
+    assert result.report_paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     messages = converted["messages"]
     assert messages[0].startswith("loading model") and messages[-1].startswith("writing")
-    assert any("quantising to int8" in m for m in messages)
+    assert any(m == "building int8" for m in messages)
 
 
 @pytest.mark.slow
@@ -182,14 +196,14 @@ def test_without_eval_data_golden_comes_from_calibration(
     metrics = result.manifest["metrics"]
     assert metrics["eval_samples"] == 0 and metrics["agreement_with_float"] is None
     assert result.report["selftest"]["source"] == "calibration"
-    assert result.report["source"]["calibration_samples_used"] == 64
+    assert result.report["data"]["calibration_samples_used"] == 64
 
 
 # Errors that must be clear and come before any slow work.
 
 @pytest.mark.parametrize(("mode", "message"), [
-    ("float16", "not available yet.*int8.*later"),
-    ("fp8", "unknown quantisation mode 'fp8'"),
+    ("fp8", "unknown variant 'fp8'"),
+    ("pruned-int4", "unknown variant 'pruned-int4'"),
 ])
 def test_unsupported_mode(tmp_path: Path, mode: str, message: str) -> None:
     from converter.build import convert
@@ -203,7 +217,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
     from converter.build import convert
 
     private, _ = generate_keypair(tmp_path)
-    with pytest.raises(ConversionError, match=r"model file .*missing\.keras does not exist"):
+    with pytest.raises(ConversionError, match=r"model .*missing\.keras does not exist"):
         convert(tmp_path / "missing.keras", tmp_path / "c.npz", tmp_path / "b.efb", private)
     assert not (tmp_path / "b.efb").exists()
 
@@ -235,6 +249,67 @@ def test_eval_data_of_the_wrong_shape(
 
     bad = tmp_path / "eval.npz"
     np.savez(bad, x=np.zeros((4, 64)), y=np.zeros(4, np.int64))
-    with pytest.raises(ConversionError, match=r"evaluation .* samples have shape \(64,\)"):
+    with pytest.raises(ConversionError, match=r"evaluation data has samples of shape \(64,\)"):
         convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
                 session_keys["private"], eval_path=bad)
+
+
+# The full pipeline: targets, variants, the accuracy gate.
+
+@pytest.mark.slow
+def test_accuracy_gate_fails_the_conversion_with_the_figures(
+    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """Calibrated on inputs 100x too large, int8 loses most of its accuracy: the gate must
+    stop the conversion with both figures and the budget, and write no bundle."""
+    from click.testing import CliRunner
+
+    from edgefleet.cli import main
+
+    calib = tmp_path / "bad-calib.npz"
+    np.savez(calib, x=np.load(digits_files["calib"])["x"] * 100.0)
+    out = tmp_path / "b.efb"
+    result = CliRunner().invoke(main, [
+        "convert", str(digits_files["model"]), "--calib", str(calib), "--eval", str(digits_files["eval"]),
+        "--out", str(out), "--key", str(session_keys["private"]), "--mode", "int8",
+        "--max-accuracy-drop", "0.5", "--no-latency", "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "int8: top-1 " in result.output and "vs float 99.4%" in result.output
+    assert "above the 0.5 pp allowed (--max-accuracy-drop)" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_edgetpu_target_gives_uint8_static_fully_mappable_model(
+    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from converter.build import convert
+
+    result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
+                     session_keys["private"], eval_path=digits_files["eval"], target="coral-usb",
+                     measure_latency=False, chart=False)
+    m = result.manifest
+    assert m["target"] == {"profile": "coral-usb", "accelerator": "edgetpu"}
+    assert m["runtime"]["delegate"] == "edgetpu" and m["runtime"]["delegate_options"] == {"device": "usb"}
+    assert [v["name"] for v in result.report["variants"]] == ["int8"]
+    assert m["model"]["inputs"][0]["dtype"] == "uint8" and m["model"]["inputs"][0]["shape"] == [1, 8, 8, 1]
+    assert result.report["variants"][0]["edgetpu"]["fully_mappable"]
+    assert any("edgetpu_compiler is not installed" in w for w in result.report["warnings"])
+    assert m["metrics"]["quantized_top1"] >= m["metrics"]["float_top1"] - 0.01
+
+
+@pytest.mark.slow
+def test_float_tflite_source_converts_through_ai_edge_quantizer(
+    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from converter.build import convert
+    from converter.sources import load_model_source
+
+    float_model = tmp_path / "digits.tflite"
+    float_model.write_bytes(load_model_source(digits_files["model"]).float_tflite())
+    result = convert(float_model, digits_files["calib"], tmp_path / "b.efb", session_keys["private"],
+                     eval_path=digits_files["eval"], variants="int8,dynamic", measure_latency=False,
+                     chart=False)
+    assert result.report["source"]["kind"] == "tflite"
+    for v in result.report["variants"]:
+        assert v["metrics"]["top1"] >= 0.97 and v["size_ratio"] < 0.4

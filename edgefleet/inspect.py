@@ -1,0 +1,122 @@
+"""`edgefleet inspect MODEL|BUNDLE`: what is inside, and whether the accelerators can run it.
+
+Works on a device-only install: the flatbuffer is read with agent.tflite_graph and the
+readiness checks (converter.edgetpu, converter.xnnpack_sparse) are pure Python.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from agent.bundle import BundleError, open_bundle, read_manifest_unverified
+from agent.signing import SignatureError, TrustStore
+
+
+def analyse_model(data: bytes) -> dict[str, Any]:
+    from agent.tflite_graph import read_graph
+    from converter.edgetpu import check_edgetpu, check_npu
+    from converter.xnnpack_sparse import check_xnnpack_sparse
+
+    try:
+        graph = read_graph(data)
+    except ValueError as exc:
+        raise ValueError(f"not a readable TFLite model: {exc}") from None
+    tensors = [t for ts in graph.tensors for t in ts]
+    edgetpu = check_edgetpu(graph)
+    return {
+        "size_bytes": len(data),
+        "subgraphs": graph.subgraphs,
+        "op_counts": graph.op_counts(),
+        "ops_total": len(graph.ops),
+        "inputs": [t.as_dict() for t in graph.model_inputs],
+        "outputs": [t.as_dict() for t in graph.model_outputs],
+        "tensors": len(tensors),
+        "tensor_types": dict(Counter(t.dtype for t in tensors)),
+        "weight_types": dict(Counter(t.dtype for t in tensors if t.is_constant)),
+        "weight_sparsity": round(graph.weight_sparsity(), 4),
+        "layer_sparsity": {k: round(v, 4) for k, v in graph.layer_sparsity().items()},
+        "min_runtime_version": graph.min_runtime_version,
+        "edgetpu": {k: v for k, v in edgetpu.as_dict().items() if k != "ops"},
+        "npu": check_npu(graph),
+        "xnnpack_sparse": check_xnnpack_sparse(graph),
+    }
+
+
+def _tensor_line(t: dict[str, Any]) -> str:
+    q = ""
+    if t["scales"]:
+        per = "per-channel, " if len(t["scales"]) > 1 else ""
+        q = f" ({per}scale {t['scales'][0]:.6g}, zero point {t['zero_points'][0]})"
+    return f"    {t['name']}: {t['dtype']}{t['shape_signature'] or t['shape']}{q}"
+
+
+def model_text(a: dict[str, Any]) -> list[str]:
+    ops = ", ".join(f"{name} x{n}" for name, n in sorted(a["op_counts"].items(), key=lambda kv: -kv[1]))
+    tpu = a["edgetpu"]
+    tpu_text = ("fully mappable" if tpu["fully_mappable"] else tpu["split"])
+    return [
+        f"  {a['size_bytes']:,} bytes, {a['subgraphs']} subgraph(s), {a['ops_total']} ops: {ops}",
+        "  inputs:", *[_tensor_line(t) for t in a["inputs"]],
+        "  outputs:", *[_tensor_line(t) for t in a["outputs"]],
+        f"  weights: {', '.join(f'{k} x{v}' for k, v in sorted(a['weight_types'].items()))}; "
+        f"sparsity {a['weight_sparsity']:.3f}",
+        f"  Edge TPU (predicted, {tpu['ops_mapped']}/{tpu['ops_total']} ops): {tpu_text}",
+        f"  NPU delegates: {a['npu'].get('summary', 'ready' if a['npu'].get('ready') else 'not ready')}",
+        f"  XNNPACK sparse inference: {'applies' if a['xnnpack_sparse']['applies'] else 'does not apply'}",
+    ]
+
+
+def inspect_path(path: Path, trust_dir: Path | None = None) -> dict[str, Any]:
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path):
+        return _inspect_bundle(path, data, trust_dir)
+    if data[4:8] == b"TFL3":  # the flatbuffer file identifier of TFLite models
+        analysis = analyse_model(data)
+        return {"kind": "tflite", **analysis,
+                "text": "\n".join([f"tflite model {path.name}", *model_text(analysis)])}
+    raise ValueError(f"{path} is neither a bundle (zip) nor a .tflite model")
+
+
+def _inspect_bundle(path: Path, data: bytes, trust_dir: Path | None) -> dict[str, Any]:
+    try:
+        manifest = read_manifest_unverified(data)
+    except BundleError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    verified: dict[str, Any] = {"checked": False}
+    if trust_dir is not None:
+        try:
+            bundle = open_bundle(data, TrustStore.from_folder(trust_dir))
+            verified = {"checked": True, "ok": True, "signed_by": bundle.signed_by}
+        except (BundleError, SignatureError) as exc:
+            verified = {"checked": True, "ok": False, "reason": str(exc)}
+    model = manifest.get("model", {})
+    metrics = manifest.get("metrics", {})
+    analysis = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            analysis = analyse_model(zf.read(model.get("file", "model.tflite")))
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError):
+        pass  # a damaged bundle: the verification line says why
+    lines = [
+        f"bundle {manifest.get('name')} version {manifest.get('version')} "
+        f"({len(data):,} bytes, format {manifest.get('format')})",
+        f"  target {manifest.get('target', {}).get('profile')}, "
+        f"delegate {manifest.get('runtime', {}).get('delegate')}, "
+        f"variant {model.get('variant', model.get('quantization'))}",
+        "  files:",
+        *[f"    {n}: {m.get('size'):,} bytes sha256 {str(m.get('sha256'))[:16]}..."
+          for n, m in sorted(manifest.get("files", {}).items())],
+    ]
+    if metrics.get("float_top1") is not None and metrics.get("quantized_top1") is not None:
+        lines.append(f"  top-1 float {100 * metrics['float_top1']:.2f}%, this model "
+                     f"{100 * metrics['quantized_top1']:.2f}% on {metrics.get('eval_samples')} samples")
+    if analysis is not None:
+        lines += ["  model:", *[f"  {line}" for line in model_text(analysis)]]
+    if verified["checked"]:
+        lines.append("  signature and hashes: " + (
+            f"OK (key {verified['signed_by']})" if verified["ok"] else f"REFUSED: {verified['reason']}"))
+    return {"kind": "bundle", "size_bytes": len(data), "manifest": manifest, "model": analysis,
+            "verification": verified, "text": "\n".join(lines)}

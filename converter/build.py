@@ -25,7 +25,7 @@ import numpy as np
 
 import agent
 from agent.bundle import GOLDEN, MODEL, REPORT_JSON, REPORT_MD, read_manifest_unverified, write_bundle
-from agent.runtime import TFLiteModel
+from agent.runtime import RuntimeLoadError, TFLiteModel
 from agent.signing import SignatureError, SigningKey
 from converter.data import Preprocess, load_dataset
 from converter.errors import ConversionError
@@ -72,6 +72,8 @@ class ConvertOptions:
     prune_sparsity: float = 0.8
     prune_epochs: int = 4
     prune_m_by_n: tuple[int, int] | None = None
+    prune_xnnpack_policy: bool = False  # tf-keras models: tfmot's PruneForLatencyOnXNNPack
+    per_channel: bool = True
     top_k: int = 5
     preprocess: str | None = None  # for image folders, Preprocess.parse syntax
     measure_latency: bool = True
@@ -188,10 +190,21 @@ class _Conversion:
             pruned_source, pruning = self._prune(source, eval_x, eval_y)
 
         results: list[VariantResult] = []
+        self.failed: list[dict[str, str]] = []
         for spec in self.specs:
             src = pruned_source if spec.pruned else source
-            results.append(self._build_variant(spec, src, calib_x, eval_x, eval_y, reference,
-                                               float_metrics, sample))
+            try:
+                results.append(self._build_variant(spec, src, calib_x, eval_x, eval_y, reference,
+                                                   float_metrics, sample))
+            except (ConversionError, RuntimeLoadError) as exc:
+                if len(self.specs) == 1:
+                    raise ConversionError(f"{spec.name}: {exc}") from None
+                # one variant the runtime refuses must not cost the others: report it
+                self.say(f"{spec.name} failed: {exc}")
+                self.failed.append({"name": spec.name, "error": str(exc)})
+        if not results:
+            raise ConversionError("every variant failed:\n  " + "\n  ".join(
+                f"{f['name']}: {f['error']}" for f in self.failed))
 
         chosen, recommendation = self._choose(results)
         self.say(f"recommended: {recommendation}")
@@ -228,7 +241,7 @@ class _Conversion:
         train_x, train_y = load_dataset(self.opts.train_path, self.preprocess)  # type: ignore[arg-type]
         self._check_shape(source, train_x, "training")
         opts = PruneOptions(target_sparsity=self.opts.prune_sparsity, epochs=self.opts.prune_epochs,
-                            m_by_n=self.opts.prune_m_by_n)
+                            m_by_n=self.opts.prune_m_by_n, xnnpack_policy=self.opts.prune_xnnpack_policy)
         t = self._step("prune", f"pruning to {opts.target_sparsity:.0%} sparsity, fine-tuning "
                                 f"{opts.epochs} epochs on {len(train_x)} samples")
         result = prune(source.keras_model, train_x, train_y, opts, eval_x, eval_y,
@@ -258,6 +271,7 @@ class _Conversion:
 
         qopts = QuantOptions(spec.mode, io_dtype=self._io_dtype(spec),
                              calibration_samples=self.opts.calibration_samples,
+                             per_channel=self.opts.per_channel,
                              # int8 + EXPERIMENTAL_SPARSITY fails in LiteRT's XNNPACK (DENSIFY before
                              # FULLY_CONNECTED) and zips worse than plain zeros: float modes only
                              sparsity=spec.pruned and spec.mode in ("float32", "float16"))
@@ -409,6 +423,7 @@ class _Conversion:
                       "metrics": float_metrics, "latency_p50_ms": float_measured.latency_p50_ms,
                       "sparsity": round(float_measured.sparsity, 4), "ops": float_measured.ops},
             "variants": [r.summary(float_measured.size_bytes) for r in results],
+            "failed_variants": self.failed,
             "chosen": chosen.spec.name, "recommendation": recommendation,
             "chosen_edgetpu_ops": (chosen.edgetpu or {}).get("ops") if self.target.needs_edgetpu else None,
             "max_accuracy_drop_pp": self.opts.max_accuracy_drop,

@@ -67,7 +67,7 @@ def train_digits_cnn(
 ) -> keras.Model:
     """Train the CNN on (x, y); with the default settings it scores about 99 % held out."""
     keras.utils.set_random_seed(seed)  # Python, NumPy and TF seeds: same seed, same weights
-    x_aug, y_aug = _with_shifts(np.asarray(x, np.float32), np.asarray(y))
+    x_aug, y_aug = with_shifts(np.asarray(x, np.float32), np.asarray(y))
     model = build_digits_cnn(filters, dense)
     steps = epochs * int(np.ceil(len(x_aug) / 32))
     model.compile(
@@ -79,7 +79,7 @@ def train_digits_cnn(
     return model
 
 
-def _with_shifts(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def with_shifts(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """X plus copies shifted one pixel up, down, left and right (zero fill).
 
     On 8x8 images a one-pixel offset is a large change the training set barely covers;
@@ -101,7 +101,8 @@ def write_digits_files(
     filters: tuple[int, int] = (16, 32), dense: int = 64,
 ) -> dict[str, Path]:
     """Train the CNN and write model.keras, calib.npz (x only), eval.npz (x, y) and
-    train.npz (x, y: for pruning and distillation) to FOLDER."""
+    train.npz (x, y, with the shifted copies training used: for pruning and distillation)
+    to FOLDER."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     splits = digits_splits(seed)
@@ -116,5 +117,7 @@ def write_digits_files(
     np.savez(paths["calib"], x=splits["calib"][0])
     x_eval, y_eval = splits["eval"]
     np.savez(paths["eval"], x=x_eval, y=y_eval)
-    np.savez(paths["train"], x=splits["train"][0], y=splits["train"][1])
+    # the data the model was trained on, shifted copies included: pruning fine-tunes on it
+    x_train, y_train = with_shifts(*splits["train"])
+    np.savez(paths["train"], x=x_train, y=y_train)
     return paths

@@ -66,6 +66,8 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{report['machine']['runtime']} on this machine ({report['machine']['cpu']}); "
               "on an x86-64 machine with AVX2 an int8 model is not necessarily faster than "
               "float32 under XNNPACK, and the table shows what was measured."]
+    for failed in report.get("failed_variants", []):
+        lines += ["", f"## {failed['name']}: failed", "", f"- {failed['error']}"]
     for v in report["variants"]:
         extra = []
         if v["gate"] is not None and not v["gate"]["passed"]:

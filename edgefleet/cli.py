@@ -137,6 +137,10 @@ def keys_list(folder: Path, as_json: bool) -> None:
               type=click.FloatRange(0, 1, max_open=True), help="Target sparsity of pruned variants.")
 @click.option("--prune-epochs", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--m-by-n", "m_by_n", help="Structured pruning, e.g. 2:4.")
+@click.option("--xnnpack-policy", is_flag=True,
+              help="tf-keras models: prune only what XNNPACK's sparse kernels use "
+                   "(tfmot's PruneForLatencyOnXNNPack).")
+@click.option("--per-tensor", is_flag=True, help="Per-tensor weight scales (default: per channel).")
 @click.option("--preprocess", help="For image folders: size=96x96,scale=1/255,mean=..,std=..,"
                                    "layout=nhwc,color=rgb")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurements.")
@@ -146,8 +150,8 @@ def convert(model: Path, calib: Path, eval_path: Path | None, train_path: Path |
             key: Path, name: str | None, version: str, target: str | None, mode: str | None,
             variants: str | None, pick: str | None, io_dtype: str | None, calibration_samples: int,
             max_accuracy_drop: float | None, keep_float_layers: str | None, prune_sparsity: float,
-            prune_epochs: int, m_by_n: str | None, preprocess: str | None, no_latency: bool,
-            as_json: bool, quiet: bool) -> None:
+            prune_epochs: int, m_by_n: str | None, xnnpack_policy: bool, per_tensor: bool,
+            preprocess: str | None, no_latency: bool, as_json: bool, quiet: bool) -> None:
     """Quantise (and optionally prune) MODEL, compare variants, pack a signed bundle.
 
     MODEL is a Keras 3 .keras, a tf-keras .h5, a SavedModel folder or a float .tflite.
@@ -179,7 +183,8 @@ def convert(model: Path, calib: Path, eval_path: Path | None, train_path: Path |
                 variants=variants, pick=pick, io_dtype=io_dtype,
                 calibration_samples=calibration_samples, max_accuracy_drop=max_accuracy_drop,
                 keep_float_layers=keep_float_layers, prune_sparsity=prune_sparsity,
-                prune_epochs=prune_epochs, prune_m_by_n=structure, preprocess=preprocess,
+                prune_epochs=prune_epochs, prune_m_by_n=structure, prune_xnnpack_policy=xnnpack_policy,
+                per_channel=not per_tensor, preprocess=preprocess,
                 measure_latency=not no_latency)
         except ConversionError as exc:
             raise click.ClickException(str(exc)) from None
@@ -233,13 +238,15 @@ def _convert_summary(result: Any) -> str:
 @click.option("--alpha", default=0.1, show_default=True, type=click.FloatRange(0, 1),
               help="Weight of the hard-label loss (1 - alpha on the teacher's soft targets).")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Adam's starting rate (cosine decay to 0).")
 @click.option("--no-baseline", is_flag=True, help="Skip training the student on labels alone.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def distill(teacher: Path, student_path: Path | None, width: float | None, train_path: Path,
             eval_path: Path | None, out: Path, temperature: float, alpha: float, epochs: int,
-            no_baseline: bool, seed: int, as_json: bool, quiet: bool) -> None:
+            learning_rate: float, no_baseline: bool, seed: int, as_json: bool, quiet: bool) -> None:
     """Train a small student on a teacher's softened outputs (knowledge distillation), and
     compare it with the teacher and with the same student trained on labels alone."""
     need("converter", "tensorflow")
@@ -257,7 +264,8 @@ def distill(teacher: Path, student_path: Path | None, width: float | None, train
         try:
             figures = distill_files(
                 teacher, student_path, width, train_path, eval_path, out,
-                DistillOptions(temperature=temperature, alpha=alpha, epochs=epochs, seed=seed),
+                DistillOptions(temperature=temperature, alpha=alpha, epochs=epochs,
+                               learning_rate=learning_rate, seed=seed),
                 baseline=not no_baseline, progress=bars.update if show else None)
         except ConversionError as exc:
             raise click.ClickException(str(exc)) from None

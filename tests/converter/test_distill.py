@@ -156,12 +156,12 @@ def test_distilled_quarter_size_student_keeps_the_teachers_accuracy() -> None:
     test checks that it stays within BASELINE_NOISE_PP instead, which catches a broken
     distillation loss but is weaker than the acceptance wording.
     """
-    from converter.digits import _with_shifts, digits_splits, train_digits_cnn
+    from converter.digits import digits_splits, train_digits_cnn, with_shifts
     from converter.distill import DistillOptions, distill, scaled_student
 
     splits = digits_splits(seed=0)
     teacher = train_digits_cnn(*splits["train"], seed=0)
-    x_train, y_train = _with_shifts(*splits["train"])
+    x_train, y_train = with_shifts(*splits["train"])
     result = distill(
         teacher, scaled_student(teacher, ACCEPTANCE_WIDTH), x_train, y_train,
         DistillOptions(seed=0, **ACCEPTANCE_OPTIONS), *splits["eval"],

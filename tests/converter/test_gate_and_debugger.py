@@ -257,3 +257,31 @@ def test_keep_float_layers_says_when_it_cannot(mlp: dict[str, Any]) -> None:
     assert not none_allowed.passed and none_allowed.kept == [] and len(none_allowed.history) == 1
     assert "even with 0 layers in float (max_layers 0)" in none_allowed.message
     assert "int8: top-1" in none_allowed.message
+
+
+@needs_tf
+@pytest.mark.slow
+def test_convert_keeps_the_broken_layer_in_float_to_pass_the_gate(
+        mlp: dict[str, Any], tmp_path: Any) -> None:
+    """`convert --max-accuracy-drop 0.5 --keep-float-layers auto` end to end: fails without
+    the option, passes with it, and says which layer stayed in float."""
+    from agent.signing import generate_keypair
+    from converter.build import convert
+    from converter.gate import GateError
+
+    splits = mlp["splits"]
+    model_path = tmp_path / "outlier.keras"
+    mlp["outlier"].save(model_path)
+    np.savez(tmp_path / "calib.npz", x=splits["calib"][0])
+    np.savez(tmp_path / "eval.npz", x=splits["eval"][0], y=splits["eval"][1])
+    private, _ = generate_keypair(tmp_path / "keys")
+    common = {"eval_path": tmp_path / "eval.npz", "mode": "int8", "max_accuracy_drop": 0.5,
+              "measure_latency": False, "chart": False}
+    with pytest.raises(GateError, match=r"above the 0\.5 pp allowed"):
+        convert(model_path, tmp_path / "calib.npz", tmp_path / "a.efb", private, **common)
+    result = convert(model_path, tmp_path / "calib.npz", tmp_path / "b.efb", private,
+                     keep_float_layers="auto", **common)
+    variant = result.report["variants"][0]
+    assert variant["gate"]["passed"], variant
+    assert variant["kept_float_layers"] and "hidden" in variant["kept_float_layers"][0]
+    assert result.manifest["model"]["inputs"][0]["dtype"] == "int8"

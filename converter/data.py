@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.datasets import load_npz
+from converter.datasets import checked_samples, load_npz
 from converter.errors import ConversionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -149,13 +149,7 @@ def _load_npy(path: Path) -> np.ndarray:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise ConversionError(f"{path} is not a readable .npy file: {exc}") from None
-    if x.ndim < 2 or len(x) == 0:
-        raise ConversionError(
-            f"{path}: x has shape {x.shape}; expected (samples, ...) with at least one sample"
-        )
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise ConversionError(f"{path}: x has dtype {x.dtype}; expected numbers")
-    return x.astype(np.float32, copy=False)
+    return checked_samples(path, x)
 
 
 def _images_in(folder: Path) -> list[Path]:

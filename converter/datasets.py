@@ -15,6 +15,17 @@ import numpy as np
 from converter.errors import ConversionError
 
 
+def checked_samples(path: Path, x: np.ndarray) -> np.ndarray:
+    """X as float32, or a clear error when it is not a non-empty batch of numbers."""
+    if x.ndim < 2 or len(x) == 0:
+        raise ConversionError(
+            f"{path}: x has shape {x.shape}; expected (samples, ...) with at least one sample"
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ConversionError(f"{path}: x has dtype {x.dtype}; expected numbers")
+    return x.astype(np.float32, copy=False)
+
+
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Return (x as float32, y as int64 or None) from an .npz file holding `x` and maybe `y`."""
     path = Path(path)
@@ -43,13 +54,7 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ConversionError(f"{path} is not a readable .npz file: {exc}") from None
 
-    if x.ndim < 2 or len(x) == 0:
-        raise ConversionError(
-            f"{path}: x has shape {x.shape}; expected (samples, ...) with at least one sample"
-        )
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise ConversionError(f"{path}: x has dtype {x.dtype}; expected numbers")
-    x = x.astype(np.float32, copy=False)
+    x = checked_samples(path, x)
     if y is None:
         return x, None
     y = _labels(path, y)

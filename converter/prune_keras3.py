@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 from converter.errors import ConversionError
+from converter.tfutil import leaf_layers
 
 # layer class -> attribute holding the kernel that gets a mask
 KERNEL_ATTRIBUTES: tuple[tuple[type, str], ...] = (
@@ -129,13 +130,7 @@ def prunable_weights(model: keras.Model, include_depthwise: bool = True) -> list
 
 
 def _walk(model: keras.Model) -> list[keras.layers.Layer]:
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            found.extend(_walk(layer))
-        else:
-            found.append(layer)
-    return found
+    return leaf_layers(model)
 
 
 def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from converter.errors import ConversionError
 from converter.prune_keras3 import PolynomialSchedule, check_m_by_n
+from converter.tfutil import leaf_layers
 
 XNNPACK_POLICY_NEEDS = (
     "PruneForLatencyOnXNNPack needs a built Sequential or functional model whose every input "
@@ -142,12 +143,4 @@ def _wrapper_class() -> type:
 
 
 def _walk(model: Any) -> list[Any]:
-    import tf_keras
-
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, tf_keras.Model):
-            found.extend(_walk(layer))
-        else:
-            found.append(layer)
-    return found
+    return leaf_layers(model)

@@ -70,6 +70,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"## {failed['name']}: failed", "", f"- {failed['error']}"]
     for v in report["variants"]:
         extra = []
+        m = v["metrics"]
+        if m.get("agreement") is not None:
+            topk = f", top-{m['k']} {_pct(m['topk'])}" if m.get("topk") is not None else ""
+            extra.append(f"against the float model: same top class {_pct(m['agreement'])}, "
+                         f"SNR {m['snr_db']:.1f} dB, cosine {m['cosine']:.4f}{topk}")
         if v["gate"] is not None and not v["gate"]["passed"]:
             extra.append(f"gate: {v['gate']['message']}")
         if v["kept_float_layers"]:

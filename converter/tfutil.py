@@ -40,3 +40,14 @@ def check_model_input(model: Any, x: np.ndarray, what: str) -> None:
         raise ConversionError(
             f"{what} samples have shape {got} but the model expects {expected} "
             f"(data shape {tuple(np.asarray(x).shape)}: the first axis is the sample count)")
+
+
+def leaf_layers(model: Any) -> list[Any]:
+    """Every layer of MODEL, nested models flattened (Keras 3 and tf-keras alike)."""
+    found = []
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested Model or Sequential
+            found.extend(leaf_layers(layer))
+        else:
+            found.append(layer)
+    return found

@@ -207,14 +207,15 @@ def _convert_summary(result: Any) -> str:
             return f"agree {100 * metrics['agreement']:.2f}%"
         return "accuracy n/a"
 
-    lat = flt["latency_p50_ms"]
+    def p50(latency: dict[str, float]) -> str:
+        return f"p50 {latency['1']:.3f} ms" if "1" in latency else "p50 n/a"
+
     lines.append(f"  {'float32':<14} {flt['size_bytes']:>10,} B  {acc(flt['metrics']):<16} "
-                 f"p50 {lat.get('1', float('nan')):.3f} ms")
+                 f"{p50(flt['latency_p50_ms'])}")
     for v in r["variants"]:
-        lat = v["latency_p50_ms"]
         mark = "*" if v["name"] == r["chosen"] else " "
         lines.append(f"{mark} {v['name']:<14} {v['size_bytes']:>10,} B  {acc(v['metrics']):<16} "
-                     f"p50 {lat.get('1', float('nan')):.3f} ms  ({v['size_ratio']:.2f}x float)")
+                     f"{p50(v['latency_p50_ms'])}  ({v['size_ratio']:.2f}x float)")
     lines.append(f"  {r['recommendation']}")
     lines += [f"  warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)

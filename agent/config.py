@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -55,6 +56,7 @@ class DeliverySettings:
     window: int = 8  # chunk topics subscribed at once
     chunk_timeout_s: float = 15.0  # re-subscribe a chunk that has not arrived by then
     max_bad_chunks: int = 3  # a chunk failing its hash this often fails the install
+    manifest_timeout_s: float = 120.0  # no manifest on the broker by then: the install fails
 
 
 @dataclass
@@ -131,6 +133,20 @@ def parse_config(data: dict[str, Any], source: str = "agent.toml") -> AgentConfi
 
 
 def _check_values(cfg: AgentConfig, source: str) -> None:
+    checks = [
+        (1 <= cfg.mqtt.port <= 65535, "[mqtt] port must be 1..65535"),
+        (cfg.mqtt.keepalive >= 0, "[mqtt] keepalive must be 0 (off) or more seconds"),
+        (cfg.runtime.num_threads >= 0, "[runtime] num_threads must be 0 (the runtime's default) or more"),
+        (math.isfinite(cfg.telemetry.interval_s), "[telemetry] interval_s must be a number of seconds"),
+        (math.isfinite(cfg.delivery.chunk_timeout_s) and cfg.delivery.chunk_timeout_s > 0,
+         "[delivery] chunk_timeout_s must be above 0"),
+        (math.isfinite(cfg.delivery.manifest_timeout_s) and cfg.delivery.manifest_timeout_s > 0,
+         "[delivery] manifest_timeout_s must be above 0"),
+        (cfg.delivery.max_bad_chunks >= 1, "[delivery] max_bad_chunks must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{source} {message}")
     if cfg.runtime.runtime != "auto" and cfg.runtime.runtime not in RUNTIMES:
         raise ConfigError(f"{source} [runtime] runtime: choose auto or one of {list(RUNTIMES)}")
     if cfg.runtime.delegate not in DELEGATES:
@@ -142,8 +158,9 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
     http = cfg.serve.http
     if http and not http.startswith("unix:"):
         host, _, port = http.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"{source} [serve] http: use 'HOST:PORT', 'unix:/path.sock' or ''")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{source} [serve] http: use 'HOST:PORT' (port 0..65535), "
+                              "'unix:/path.sock' or ''")
     try:
         Topics(cfg.mqtt.prefix)
     except ValueError as exc:

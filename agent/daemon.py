@@ -28,7 +28,7 @@ from agent.config import AgentConfig
 from agent.delivery import DeliveryError, TransferManifest, bundle_id_for, parse_transfer_manifest
 from agent.local_api import LocalApi, NoModelError, start_local_api
 from agent.mqtt_options import disable_nagle
-from agent.runtime import InputError, RuntimeLoadError, TFLiteModel
+from agent.runtime import InputError, RuntimeLoadError, TFLiteModel, find_runtime
 from agent.selftest import SelfTestResult, run_selftest
 from agent.signing import SignatureError, TrustStore
 from agent.store import Store
@@ -76,7 +76,10 @@ class Agent:
         self.cfg = config
         self.topics = config.topics
         self.device_id = config.device_id
-        self.store = Store(config.state_dir)
+        try:
+            self.store = Store(config.state_dir)
+        except OSError as exc:
+            raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
         self.stats = InferenceStats()
         self.system = SystemSampler()
         self.serving: ServingModel | None = None
@@ -145,6 +148,13 @@ class Agent:
     # life cycle
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or stop())."""
+        try:
+            find_runtime(self.cfg.runtime.runtime)
+        except RuntimeLoadError as exc:
+            raise AgentStartError(f"[runtime] runtime = {self.cfg.runtime.runtime!r}: {exc}") from None
+        if not self.cfg.trust_dir.is_dir():
+            log.warning("trust_dir %s does not exist: every bundle will be refused until it holds "
+                        "the publisher's .pub key", self.cfg.trust_dir)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
@@ -153,7 +163,7 @@ class Agent:
             api = LocalApi(self.infer, self.model_info)
             try:
                 self._http_server, self.local_api_address = start_local_api(self.cfg.serve.http, api)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise AgentStartError(
                     f"cannot serve the local API on {self.cfg.serve.http}: {exc}; choose another "
                     "address in [serve] http, or \"\" to turn it off") from None
@@ -175,8 +185,12 @@ class Agent:
                     if time.monotonic() >= next_telemetry:
                         next_telemetry = time.monotonic() + self.cfg.telemetry.interval_s
                         self._publish_telemetry()
-                except Exception:  # the daemon outlives any one bad event
+                except Exception as exc:  # the daemon outlives any one bad event
                     log.exception("error while handling %s", event and event[:2])
+                    t = self.transfer
+                    if t is not None and event is not None and event[0] == "message" \
+                            and event[1].startswith(f"{self.topics.prefix}/bundles/{t.bundle_id}/"):
+                        self._fail(t.token, "download", f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
             self._shutdown()
 
@@ -271,8 +285,15 @@ class Agent:
         self._abort_transfer()
         installed = self.store.installed(bundle_id)
         if installed is not None:  # e.g. a rollback to the previous version
-            self._install(bundle_id, token, installed)
-            return
+            try:
+                open_bundle(installed, self._trust())
+            except (BundleError, SignatureError) as exc:
+                # a damaged copy on disk must not block the good one on the broker
+                log.warning("stored copy of %s is unusable (%s); downloading it again", bundle_id, exc)
+                self.store.remove_bundle(bundle_id)
+            else:
+                self._install(bundle_id, token, installed)
+                return
         self.transfer = Transfer(bundle_id=bundle_id, token=token)
         self._set_install(bundle_id, "downloading", progress=0.0)
         self.client.subscribe(self.topics.bundle_manifest(bundle_id), QOS)
@@ -285,6 +306,7 @@ class Agent:
         topics = [self.topics.bundle_manifest(t.bundle_id)]
         topics += [self.topics.bundle_chunk(t.bundle_id, i) for i in t.requested]
         self.client.unsubscribe(topics)
+        self.store.discard_download(t.bundle_id)  # no one wants it now; it would only fill the disk
 
     # delivery
     def _on_transfer_manifest(self, payload: bytes) -> None:
@@ -348,9 +370,16 @@ class Agent:
 
     def _check_transfer_timeouts(self) -> None:
         t = self.transfer
-        if t is None or t.manifest is None:
+        if t is None:
             return
         now = time.monotonic()
+        if t.manifest is None:
+            waited = now - t.started_at
+            if waited > self.cfg.delivery.manifest_timeout_s:
+                self._fail(t.token, "manifest",
+                           f"no manifest for {t.bundle_id} on the broker after {waited:.0f} s: publish the "
+                           "bundle (edgefleet publish) and set the desired state again")
+            return
         for index, since in list(t.requested.items()):
             if now - since > self.cfg.delivery.chunk_timeout_s:
                 topic = self.topics.bundle_chunk(t.bundle_id, index)
@@ -426,14 +455,21 @@ class Agent:
             if data is None:
                 continue
             try:
-                serving = self._load(bundle_id, open_bundle(data, self._trust()))
-            except (BundleError, SignatureError, RuntimeLoadError) as exc:
-                self._record_error(bundle_id, "startup", f"stored bundle unusable: {exc}")
+                bundle = open_bundle(data, self._trust())
+            except (BundleError, SignatureError) as exc:
+                # damaged on disk: remove it, so that publishing it again downloads a good copy
+                self.store.remove_bundle(bundle_id)
+                self._record_error(bundle_id, "startup", f"stored bundle unusable, removed: {exc}")
+                continue
+            try:
+                serving = self._load(bundle_id, bundle)
+            except RuntimeLoadError as exc:
+                self._record_error(bundle_id, "startup", f"stored bundle does not load: {exc}")
                 continue
             if serving.selftest.passed:
                 self.serving = serving
                 if key == "previous":
-                    self.store.set_active(bundle_id)
+                    self.store.fall_back_to(bundle_id)
                 log.info("serving %s from disk", bundle_id)
                 return
             self._record_error(bundle_id, "startup", f"self-test failed: {serving.selftest.reason}")
@@ -473,7 +509,9 @@ class Agent:
         try:
             transaction, inputs = messages.parse_infer_request(payload)
             body = messages.response_payload(transaction, self.infer(inputs))
-        except (messages.MessageError, InputError, NoModelError) as exc:
+        except messages.MessageError as exc:
+            body = messages.response_payload(exc.transaction or transaction, error=str(exc))
+        except (InputError, NoModelError) as exc:
             body = messages.response_payload(transaction, error=str(exc))
         except Exception as exc:  # a handler that throws still answers
             log.exception("MQTT inference failed")

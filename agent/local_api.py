@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import socketserver
+import stat
+import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -113,8 +116,42 @@ def _handler(api: LocalApi, tcp: bool) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _QuietErrors:
+    """A client that hangs up mid-request is normal; anything else is logged, not printed."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("http client %s went away: %s", client_address, exc)
+        else:
+            log.exception("http request from %s failed", client_address)
+
+
+class _TCPHTTPServer(_QuietErrors, ThreadingHTTPServer):
     daemon_threads = True
+
+
+class _UnixHTTPServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def server_close(self) -> None:
+        super().server_close()
+        Path(self.server_address).unlink(missing_ok=True)  # type: ignore[arg-type]
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by an agent that died; refuse anything else at PATH."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise OSError(f"{path} exists and is not a socket; it is not removed")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody answers: stale
+            return
+    raise OSError(f"another process is serving on {path}")
 
 
 def start_local_api(address: str, api: LocalApi) -> tuple[socketserver.BaseServer, str]:
@@ -125,14 +162,13 @@ def start_local_api(address: str, api: LocalApi) -> tuple[socketserver.BaseServe
     if unix:
         path = Path(address[5:])
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
+        _clear_stale_socket(path)
         server = _UnixHTTPServer(str(path), handler)
         os.chmod(path, 0o660)
         bound = f"unix:{path}"
     else:
         host, _, port = address.rpartition(":")
-        server = ThreadingHTTPServer((host, int(port)), handler)
-        server.daemon_threads = True
+        server = _TCPHTTPServer((host, int(port)), handler)
         bound = f"{server.server_address[0]}:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, name="local-api", daemon=True).start()
     return server, bound

@@ -25,7 +25,14 @@ MAX_INFER_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 class MessageError(ValueError):
-    """An inbound payload is malformed; the message says what is wrong."""
+    """An inbound payload is malformed; the message says what is wrong.
+
+    `transaction` is the caller's id when it could be read, so the answer still reaches them.
+    """
+
+    def __init__(self, message: str, transaction: str | None = None):
+        super().__init__(message)
+        self.transaction = transaction
 
 
 def dumps(obj: Any) -> bytes:
@@ -35,8 +42,8 @@ def dumps(obj: Any) -> bytes:
 def _json_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise MessageError(f"{what} is not valid JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MessageError(f"{what} is not valid JSON (or nested too deeply)") from None
     if not isinstance(obj, dict):
         raise MessageError(f"{what} must be a JSON object")
     return obj
@@ -87,6 +94,9 @@ def encode_array(array: np.ndarray) -> str:
 
 
 def decode_npy(data: bytes) -> np.ndarray:
+    if not data.startswith(b"\x93NUMPY"):
+        raise MessageError("the body is not a .npy array (no NumPy header); send np.save output, "
+                           "or JSON with Content-Type application/json")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -101,7 +111,11 @@ def parse_infer_request(payload: bytes) -> tuple[str | None, np.ndarray]:
     transaction = obj.get("transaction")
     if transaction is not None and not isinstance(transaction, (str, int)):
         raise MessageError("transaction must be a string or integer")
-    return (None if transaction is None else str(transaction)), inputs_from_json(obj)
+    tx = None if transaction is None else str(transaction)
+    try:
+        return tx, inputs_from_json(obj)
+    except MessageError as exc:
+        raise MessageError(str(exc), tx) from None
 
 
 def inputs_from_json(obj: dict[str, Any]) -> np.ndarray:
@@ -115,9 +129,11 @@ def inputs_from_json(obj: dict[str, Any]) -> np.ndarray:
         return decode_npy(raw)
     if "inputs" not in obj:
         raise MessageError("request needs 'inputs' (nested list) or 'inputs_npy' (base64 .npy)")
+    if obj["inputs"] is None:
+        raise MessageError("inputs is null; give a nested list of numbers")
     try:
         array = np.asarray(obj["inputs"], dtype=np.float32)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise MessageError("inputs must be a rectangular nested list of numbers") from None
     return array
 

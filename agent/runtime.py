@@ -187,8 +187,10 @@ class TFLiteModel:
             )
         if x.shape[0] == 0:
             raise InputError("the batch holds no samples")
-        if not np.issubdtype(x.dtype, np.number):
-            raise InputError(f"input dtype {x.dtype} is not numeric")
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise InputError(f"input dtype {x.dtype} is not a real number type")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise InputError("inputs contain NaN or infinity; a model given them answers nonsense")
         return x
 
     def _quantize(self, sample: np.ndarray) -> np.ndarray:

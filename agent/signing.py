@@ -115,8 +115,11 @@ class TrustStore:
                 f"signed by key {kid!r}, which is not in the trust store "
                 f"({len(self.keys)} trusted key(s)); copy its .pub file into the agent's trust folder"
             )
+        sig = signature.get("sig")
+        if not isinstance(sig, str):
+            raise SignatureError("signature value 'sig' is missing or not a base64 string")
         try:
-            key.verify(base64.b64decode(signature.get("sig", ""), validate=True), data)
+            key.verify(base64.b64decode(sig, validate=True), data)
         except (InvalidSignature, ValueError):
             raise SignatureError(f"signature by key {kid} does not match the signed content") from None
         return kid

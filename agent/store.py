@@ -120,6 +120,12 @@ class Store:
         self._prune(keep={bundle_id, record["previous"]})
         return record
 
+    def fall_back_to(self, bundle_id: str) -> None:
+        """The active bundle is unusable: BUNDLE_ID (the previous one) becomes active, with
+        no rollback target left (the broken one is not one)."""
+        record = {"active": bundle_id, "previous": None, "activated_at": time.time()}
+        atomic_write(self.root / "active.json", json.dumps(record).encode())
+
     def _prune(self, keep: set[str | None]) -> None:
         """Keep the active bundle and the one before it, for rollback; drop older ones."""
         for path in self.bundles.glob("*.efb"):

@@ -357,6 +357,9 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
         raise click.ClickException(str(exc)) from None
     finally:
         close(client)
+    if result.bundle_signed_by != signing_key.key_id:
+        click.echo(f"note: the bundle is signed by key {result.bundle_signed_by}, the transfer by "
+                   f"{signing_key.key_id}; devices must trust both", err=True)
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -369,7 +372,8 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
 @main.command()
 @click.argument("inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--device", required=True, help="Device id to ask.")
-@click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds to wait.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds to wait.")
 @broker_option
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the device's whole answer as JSON.")
@@ -378,14 +382,26 @@ def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, a
     need("device", "paho.mqtt")
     import numpy as np
 
-    from agent.topics import Topics
+    from agent.messages import MAX_INFER_REQUEST_BYTES
+    from agent.topics import Topics, check_id
     from fleet.connection import BrokerError, close, connect
     from fleet.infer_client import InferenceFailed, MqttInferClient
 
     try:
+        check_id("device", device)
         x = np.load(inputs, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
+        raise click.ClickException(str(exc) if "device id" in str(exc)
+                                   else f"{inputs} is not a readable .npy array: {exc}") from None
+    except (OSError, EOFError) as exc:
         raise click.ClickException(f"{inputs} is not a readable .npy array: {exc}") from None
+    if not isinstance(x, np.ndarray):
+        raise click.ClickException(f"{inputs} holds several arrays (.npz); give one array as .npy")
+    # base64 grows the array by a third; past the agent's limit the request would be refused
+    if x.nbytes * 4 // 3 + 1024 > MAX_INFER_REQUEST_BYTES:
+        raise click.ClickException(
+            f"{x.nbytes:,} bytes of inputs exceed what one MQTT request may carry "
+            f"({MAX_INFER_REQUEST_BYTES:,} bytes after base64); split the batch or use the local API")
     try:
         client = connect(broker, "infer")
     except BrokerError as exc:

@@ -59,6 +59,7 @@ class FleetView:
     topics: Topics
     devices: dict[str, DeviceView] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    connected: bool = True
 
     def subscriptions(self) -> list[str]:
         return [self.topics.all_devices(leaf) for leaf in ("status", "reported", "telemetry")]
@@ -95,8 +96,23 @@ class FleetView:
 
 
 def attach(client: mqtt.Client, view: FleetView) -> None:
+    topics = [(t, 0) for t in view.subscriptions()]
     client.on_message = lambda c, u, msg: view.handle(msg.topic, bytes(msg.payload))
-    client.subscribe([(t, 0) for t in view.subscriptions()])
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                   properties: Any) -> None:
+        view.connected = not reason_code.is_failure
+        if view.connected:  # clean sessions: a reconnection needs the subscriptions again
+            client.subscribe(topics)
+
+    def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                      properties: Any) -> None:
+        view.connected = False
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    view.connected = client.is_connected()
+    client.subscribe(topics)
 
 
 def collect(client: mqtt.Client, topics: Topics, wait_s: float) -> FleetView:
@@ -119,10 +135,16 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
 
 def render_table(view: FleetView) -> Any:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     snapshot = view.snapshot()["devices"]
-    table = Table(title=f"edgefleet devices ({view.topics.prefix})", box=box.SIMPLE_HEAD,
+    title = f"edgefleet devices ({escape(view.topics.prefix)})"
+    if not view.connected:
+        title += " [red]- not connected to the broker, reconnecting[/]"
+    elif not snapshot:
+        title += " - no devices seen yet"
+    table = Table(title=title, box=box.SIMPLE_HEAD,
                   pad_edge=False, caption="p50/p99: invoke latency in ms; cpu%, MiB: the agent "
                   "process; °C: hottest thermal zone")
     # device ids stay whole; the figures may wrap on a narrow terminal
@@ -142,16 +164,19 @@ def render_table(view: FleetView) -> Any:
         colour = {"online": "green", "offline": "red", "stopped": "yellow"}.get(status, "white")
         if row["state"] == "failed":
             colour = "red"
-        model = f"{row['model_name']} v{row['model_version']}" if row["model_name"] else "-"
+        # everything a device sends is text from the network: never rich markup
+        model = escape(f"{row['model_name']} v{row['model_version']}") if row["model_name"] else "-"
         rss = row["rss_bytes"] / 2**20 if row["rss_bytes"] else None
         table.add_row(
-            row["device_id"], model, f"[{colour}]{state}[/]", _fmt(row["inference_count"]),
+            escape(row["device_id"]), model, f"[{colour}]{escape(state)}[/]", _fmt(row["inference_count"]),
             _fmt(row["latency_p50_ms"], digits=3), _fmt(row["latency_p99_ms"], digits=3),
             _fmt(row["process_cpu_percent"], digits=1), _fmt(rss, digits=1),
             _fmt(row["temperature_c"], digits=1),
         )
         if row["last_error"]:
-            table.add_row("", f"[red]last error: {row['last_error']}[/]", end_section=True)
+            error = str(row["last_error"])  # whole in --json; one line here keeps the table narrow
+            error = error if len(error) <= 70 else error[:69] + "…"
+            table.add_row("", f"[red]last error: {escape(error)}[/]", end_section=True)
     return table
 
 

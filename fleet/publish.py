@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from agent import messages
-from agent.bundle import read_manifest_unverified
+from agent.bundle import check_contents
 from agent.delivery import DEFAULT_CHUNK_SIZE, build_transfer_manifest
 from agent.signing import SigningKey
 from agent.topics import Topics, check_id
@@ -34,6 +34,7 @@ class PublishResult:
     devices: list[str]
     groups: list[str]
     seconds: float
+    bundle_signed_by: str  # key id of the bundle's own signature (devices must trust it too)
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -65,7 +66,9 @@ def publish_bundle(
         check_id("group", g)
     start = time.monotonic()
     data = Path(bundle_path).read_bytes()
-    manifest = read_manifest_unverified(data)
+    # a damaged bundle would be refused by every device: refuse it here, before it ships
+    bundle = check_contents(data)
+    manifest = bundle.manifest
     name, version = str(manifest.get("name")), str(manifest.get("version"))
     payload, chunks = build_transfer_manifest(data, name, version, key, chunk_size)
     bundle_id = payload["body"]["bundle_id"]
@@ -86,4 +89,5 @@ def publish_bundle(
         _wait(client.publish(topics.group_desired(g), desired, qos=QOS, retain=True),
               f"desired state of group {g}")
     return PublishResult(bundle_id, name, version, len(data), len(chunks), chunk_size,
-                         list(devices), list(groups), round(time.monotonic() - start, 3))
+                         list(devices), list(groups), round(time.monotonic() - start, 3),
+                         bundle.signed_by)

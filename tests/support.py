@@ -129,7 +129,7 @@ class AgentProcess:
             f'[mqtt]\nhost = "{host}"\nport = {port}\nprefix = "{prefix}"\n'
             f'[serve]\nhttp = "127.0.0.1:{self.http_port}"\n'
             f'[telemetry]\ninterval_s = 1.0\n'
-            f'[delivery]\nchunk_timeout_s = 3.0\n' + extra_toml)
+            f'[delivery]\nchunk_timeout_s = 3.0\nmanifest_timeout_s = 5.0\n' + extra_toml)
         self.log = folder / "agent.log"
         self.python = python
         self.proc: subprocess.Popen[bytes] | None = None

@@ -123,3 +123,30 @@ def test_local_api_port_in_use_is_a_clear_error(tmp_path, broker, keys):
     assert proc.returncode == 1
     assert "cannot serve the local API" in proc.stderr and "[serve] http" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_damaged_bundle_on_disk_is_removed_and_downloaded_again(tmp_path, broker, prefix, keys, digits):
+    topics = Topics(prefix)
+    agent = AgentProcess(tmp_path, "pi-rot", broker.address, prefix, keys.trust_dir)
+    watcher = Watcher(broker.address, [topics.reported("pi-rot")])
+    try:
+        agent.start()
+        v1 = publish_cli(digits.bundle, broker.address, prefix, keys.private, "--device", "pi-rot")
+        watcher.wait_for(topics.reported("pi-rot"), is_active(v1["bundle_id"]), 60)
+        assert agent.stop() == 0
+        stored = agent.state_dir / "bundles" / f"{v1['bundle_id']}.efb"
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0x01  # bit rot on the board
+        stored.write_bytes(bytes(data))
+
+        agent.start()  # the retained desired state still names v1: it must come back whole
+        _wait_log(agent, "stored bundle unusable, removed")
+        found = _wait_log(agent, rf"{re.escape(v1['bundle_id'])}: 1 chunk\(s\), 0 already on disk")
+        assert found
+        watcher.wait_for(topics.reported("pi-rot"), is_active(v1["bundle_id"]), 60)
+        status, answer = http_infer(agent.http_port, npy_bytes(np.load(digits.eval)["x"][:5]))
+        assert status == 200 and answer["bundle_id"] == v1["bundle_id"]
+    finally:
+        agent.stop()
+        watcher.close()
+    assert "Traceback" not in agent.log_text(), agent.log_text()

@@ -75,3 +75,26 @@ def test_store_keeps_active_and_previous_only(tmp_path):
     # re-activating the active bundle keeps the previous one
     store.set_active("c")
     assert store.active_record()["previous"] == "b"
+
+
+@pytest.mark.parametrize("data, words", [
+    ({**BASE, "mqtt": {"port": 70000}}, "port must be 1..65535"),
+    ({**BASE, "mqtt": {"keepalive": -1}}, "keepalive must be 0"),
+    ({**BASE, "runtime": {"num_threads": -5}}, "num_threads must be 0"),
+    ({**BASE, "telemetry": {"interval_s": float("nan")}}, "interval_s"),
+    ({**BASE, "serve": {"http": "127.0.0.1:99999"}}, "port 0..65535"),
+    ({**BASE, "delivery": {"max_bad_chunks": 0}}, "max_bad_chunks must be at least 1"),
+])
+def test_values_out_of_range_are_refused_at_start(data, words):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert words in str(exc.value)
+
+
+def test_damaged_active_bundle_falls_back_without_keeping_it_as_rollback(tmp_path):
+    store = Store(tmp_path)
+    for name in ("a", "b"):
+        store.install(name, name.encode())
+        store.set_active(name)
+    store.fall_back_to("a")
+    assert store.active_record()["active"] == "a" and store.active_record()["previous"] is None

@@ -113,3 +113,24 @@ def test_topic_layout():
     assert t.device_of("other/devices/d1/telemetry") is None
     with pytest.raises(ValueError):
         Topics("a/#")
+
+
+@pytest.mark.parametrize("sig", [123, None, ["x"], "!!!"])
+def test_malformed_signature_values_are_signature_errors(keypair, sig):
+    from agent.signing import SignatureError
+
+    key, trust_dir = keypair
+    with pytest.raises(SignatureError):
+        TrustStore.from_folder(trust_dir).verify(b"data", {"alg": "ed25519", "key_id": key.key_id,
+                                                           "sig": sig})
+
+
+def test_bad_inference_request_keeps_its_transaction_for_the_answer():
+    with pytest.raises(messages.MessageError) as exc:
+        messages.parse_infer_request(b'{"transaction": "t9", "inputs_npy": "!!!"}')
+    assert exc.value.transaction == "t9"
+
+
+def test_deeply_nested_json_is_a_message_error():
+    with pytest.raises(messages.MessageError, match="not valid JSON"):
+        messages.parse_infer_request(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")

@@ -83,3 +83,35 @@ def test_no_model_yet_is_503(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_nan_inputs_and_an_existing_file_at_the_socket_path_are_refused(tmp_path, model):
+    def infer(x):
+        out, _ = model.predict(x)
+        return {"top1": out.argmax(-1).tolist()}
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    with pytest.raises(OSError, match="not a socket"):
+        start_local_api(f"unix:{precious}", LocalApi(infer, lambda: None))
+    assert precious.read_text() == "keep me"
+
+    sock = tmp_path / "agent.sock"
+    server, _ = start_local_api(f"unix:{sock}", LocalApi(infer, lambda: None))
+    try:
+        with pytest.raises(OSError, match="another process is serving"):
+            start_local_api(f"unix:{sock}", LocalApi(infer, lambda: None))
+        x = np.full((1, 8, 8, 1), np.nan, np.float32)
+        wrong_shape = json.dumps({"inputs": [[1.0] * 8] * 8}).encode()
+        status, answer = _request(str(sock), "POST", "/v1/infer", wrong_shape)
+        assert status == 400 and "input shape" in answer["error"]
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, x)
+        status, answer = _request(str(sock), "POST", "/v1/infer", buf.getvalue(), "application/x-npy")
+        assert status == 400 and "NaN" in answer["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not sock.exists()  # removed on a clean stop

@@ -16,7 +16,7 @@ from agent.signing import TrustStore
 from agent.topics import Topics
 from fleet.connection import close, connect
 from fleet.infer_client import InferenceFailed, MqttInferClient
-from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli
+from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli, run_cli
 
 pytestmark = pytest.mark.slow
 DEVICE = "pi-bad"
@@ -56,8 +56,25 @@ def test_bundle_with_one_flipped_byte_is_refused_and_old_model_keeps_serving(
     data = bytearray(v2.read_bytes())
     data[len(data) // 2] ^= 0x01  # inside model.tflite's compressed bytes
     v2.write_bytes(bytes(data))
-    # the publisher signs the transfer of whatever it is given: the bundle's own signature must catch it
-    pub = publish_cli(v2, broker.address, topics.prefix, keys.private, "--device", DEVICE)
+    # `edgefleet publish` refuses it...
+    refused = run_cli("publish", str(v2), "--broker", broker.address, "--prefix", topics.prefix,
+                      "--key", str(keys.private), "--device", DEVICE)
+    assert refused.returncode == 1 and "damaged" in refused.stderr + refused.stdout
+    # ...so it arrives as from a publisher that signs the transfer of whatever it is given
+    # (an old or foreign tool): the bundle's own signature and hashes must catch it on the device
+    payload, chunks = build_transfer_manifest(bytes(data), "digits", "2", keys.key)
+    bundle_id = payload["body"]["bundle_id"]
+    client = connect(broker.address, "test")
+    try:
+        for i, chunk in enumerate(chunks):
+            client.publish(topics.bundle_chunk(bundle_id, i), chunk, qos=1, retain=True).wait_for_publish(10)
+        client.publish(topics.bundle_manifest(bundle_id), messages.dumps(payload), qos=1,
+                       retain=True).wait_for_publish(10)
+        client.publish(topics.device_desired(DEVICE), messages.desired_payload(bundle_id), qos=1,
+                       retain=True).wait_for_publish(10)
+    finally:
+        close(client)
+    pub = {"bundle_id": bundle_id}
     reported = watcher.wait_for(
         topics.reported(DEVICE),
         lambda r: (r.get("install") or {}).get("bundle_id") == pub["bundle_id"]
@@ -172,3 +189,20 @@ def test_model_that_disagrees_with_its_golden_set_is_not_activated(tmp_path, bro
              float_outputs=golden["float_outputs"])
     bad = _signed_variant(digits.bundle, tmp_path / "v5.efb", keys, "5", **{"golden.npz": buf.getvalue()})
     _refused_at_self_test(bad, broker, keys, digits, running, "top-1 agreement")
+
+
+def test_desired_bundle_missing_from_broker_fails_after_the_manifest_timeout(broker, digits, running):
+    topics, watcher, agent, v1 = running
+    client = connect(broker.address, "test")
+    try:
+        client.publish(topics.device_desired(DEVICE), messages.desired_payload("ghost-1-000000000000"), qos=1,
+                       retain=True).wait_for_publish(10)
+    finally:
+        close(client)
+    reported = watcher.wait_for(
+        topics.reported(DEVICE),
+        lambda r: (r.get("install") or {}).get("bundle_id") == "ghost-1-000000000000"
+        and r["install"]["state"] == "failed", 30)
+    assert reported["install"]["stage"] == "manifest"
+    assert "no manifest for ghost-1-000000000000 on the broker" in reported["install"]["reason"]
+    still_serves(agent, digits, v1)

@@ -87,3 +87,33 @@ def test_monitor_view_summarises_and_ignores_garbage():
     assert [r["device_id"] for r in rows] == ["d1"]
     assert rows[0]["inference_count"] == 5 and rows[0]["status"] == "online"
     assert view.complete()
+
+
+def test_monitor_table_shows_markup_and_odd_ids_as_text():
+    from rich.console import Console
+
+    from fleet.monitor import render_table
+
+    view = FleetView(Topics("p"))
+    view.handle("p/devices/[bold]pi/status", messages.status_payload("online"))
+    view.handle("p/devices/[bold]pi/reported", json.dumps({
+        "state": "active", "last_error": {"reason": "desired state schema '[/x]' is wrong"},
+        "active": {"name": "[red]m", "version": "1"}}).encode())
+    console = Console(width=100, record=True)
+    console.print(render_table(view))  # a device's text is never taken for markup
+    text = console.export_text()
+    assert "[bold]pi" in text and "[/x]" in text and "[red]m" in text
+
+
+def test_publish_refuses_a_damaged_bundle(broker, prefix, keypair, bundle_file):
+    from agent.bundle import BundleError
+
+    data = bytearray(bundle_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bundle_file.write_bytes(bytes(data))
+    client = connect(broker.address, "test")
+    try:
+        with pytest.raises(BundleError):
+            publish_bundle(client, Topics(prefix), bundle_file, keypair[0], devices=["d1"])
+    finally:
+        close(client)

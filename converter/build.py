@@ -11,10 +11,14 @@ bundle and report. Bundle format: agent.bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
+import os
 import platform
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -132,6 +136,42 @@ class _Conversion:
         if any(s.pruned for s in self.specs) and opts.train_path is None:
             raise ConversionError("pruned variants fine-tune the model: give --train data (.npz with x, y)")
         self.preprocess = Preprocess.parse(opts.preprocess) if opts.preprocess else None
+        budget = opts.max_accuracy_drop
+        if budget is not None and not math.isfinite(budget):
+            raise ConversionError(f"--max-accuracy-drop must be a number of percentage points (got {budget})")
+        if budget is not None and opts.eval_path is None:
+            raise ConversionError("--max-accuracy-drop needs evaluation data (--eval)")
+        if opts.prune_m_by_n is not None:
+            m, n = opts.prune_m_by_n
+            if not 0 < m < n:
+                raise ConversionError(f"--m-by-n {m}:{n}: keep M of every N weights with 0 < M < N, e.g. 2:4")
+        if opts.pick is not None:
+            picked = VariantSpec.parse(opts.pick).name
+            if picked not in [s.name for s in self.specs]:
+                raise ConversionError(f"--pick {opts.pick}: not among the variants being built "
+                                      f"({', '.join(s.name for s in self.specs)})")
+        self._check_out_path(model_path, out_path)
+
+    @staticmethod
+    def _check_out_path(model_path: Path, out_path: Path) -> None:
+        """Never overwrite the input or a file that is not a bundle; fail before the work."""
+        if out_path.exists():
+            if model_path.exists() and out_path.resolve() == model_path.resolve():
+                raise ConversionError(f"--out {out_path} is the model being converted; choose another name")
+            if not zipfile.is_zipfile(out_path):
+                raise ConversionError(f"--out {out_path} exists and is not a bundle; it is not overwritten")
+        stem = out_path.with_suffix("")
+        for extra in (out_path, Path(f"{stem}.report.json"), Path(f"{stem}.report.md"),
+                      Path(f"{stem}.report.png")):
+            if extra.is_dir():
+                raise ConversionError(f"{extra} is a directory; choose another --out")
+        parent = out_path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConversionError(f"cannot create the folder of --out {out_path}: {exc}") from None
+        if not os.access(parent, os.W_OK):
+            raise ConversionError(f"cannot write into {parent}; choose another --out")
 
     def _variant_specs(self) -> list[VariantSpec]:
         if self.opts.variants and self.opts.mode:
@@ -171,8 +211,6 @@ class _Conversion:
             self.warnings.append("no evaluation data given: accuracy was not measured, so no "
                                  "accuracy gate could apply")
         self._done("load", t)
-        if self.opts.max_accuracy_drop is not None and eval_x is None:
-            raise ConversionError("--max-accuracy-drop needs evaluation data (--eval)")
 
         t = self._step("float", "measuring the float model")
         from converter.metrics import reference_metrics
@@ -181,6 +219,12 @@ class _Conversion:
         float_bytes = source.float_tflite()
         sample = (eval_x if eval_x is not None else calib_x)[0]
         float_measured = measure(float_bytes, None, None, None, sample, latency=self.opts.measure_latency)
+        if reference is not None and eval_y is not None:
+            classes = reference.shape[-1]
+            if eval_y.min() < 0 or eval_y.max() >= classes:
+                raise ConversionError(
+                    f"evaluation labels run from {eval_y.min()} to {eval_y.max()}, but the model has "
+                    f"{classes} outputs: labels must be class indices 0..{classes - 1}")
         float_metrics = reference_metrics(reference, eval_y, self.opts.top_k) if reference is not None else {}
         self._done("float", t)
 
@@ -202,6 +246,7 @@ class _Conversion:
                 # one variant the runtime refuses must not cost the others: report it
                 self.say(f"{spec.name} failed: {exc}")
                 self.failed.append({"name": spec.name, "error": str(exc)})
+                self.warnings.append(f"variant {spec.name} failed and is not in the comparison: {exc}")
         if not results:
             raise ConversionError("every variant failed:\n  " + "\n  ".join(
                 f"{f['name']}: {f['error']}" for f in self.failed))
@@ -285,6 +330,16 @@ class _Conversion:
             budget = DEFAULT_RECOMMEND_BUDGET_PP  # only to pick among several, never to fail
         if budget is not None and measured.metrics:
             result.gate = check_accuracy_drop(float_metrics, measured.metrics, budget, spec.name)
+            if self.opts.max_accuracy_drop is None:  # say whose budget it was
+                result.gate = dataclasses.replace(result.gate, message=result.gate.message.replace(
+                    "(--max-accuracy-drop)", "(the default budget for choosing among variants)"))
+        if self.opts.max_accuracy_drop is None and measured.metrics:
+            loose = check_accuracy_drop(float_metrics, measured.metrics, DEFAULT_RECOMMEND_BUDGET_PP,
+                                        spec.name)
+            if not loose.passed:
+                self.warnings.append(
+                    f"{spec.name} loses {loose.drop_pp:.1f} pp against the float model ({loose.measure}); "
+                    "check the calibration data, or set --max-accuracy-drop to make this an error")
         if spec.mode == "int8" and source.kind != "tflite":
             self._debug_int8(result, source, calib_x, float_metrics, eval_x, eval_y, reference, sample)
         result.edgetpu = check_edgetpu(result.model_bytes).as_dict()
@@ -331,7 +386,7 @@ class _Conversion:
 
     def _choose(self, results: list[VariantResult]) -> tuple[VariantResult, str]:
         if self.opts.pick:
-            picked = [r for r in results if r.spec.name == self.opts.pick.lower()]
+            picked = [r for r in results if r.spec.name == VariantSpec.parse(self.opts.pick).name]
             if not picked:
                 raise ConversionError(f"--pick {self.opts.pick}: not among the variants "
                                       f"{[r.spec.name for r in results]}")
@@ -441,20 +496,38 @@ class _Conversion:
                golden: bytes) -> ConversionResult:
         from converter.report import render_chart, render_markdown
 
-        report_json = json.dumps(report, indent=2, sort_keys=True, default=_json_default).encode() + b"\n"
+        report_json = json.dumps(_finite(report), indent=2, sort_keys=True, default=_json_default,
+                                 allow_nan=False).encode() + b"\n"
         report_md = render_markdown(report).encode()
         files = {MODEL: chosen.model_bytes, GOLDEN: golden, REPORT_JSON: report_json, REPORT_MD: report_md}
         self.say(f"writing signed bundle {self.out_path}")
-        self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        data = write_bundle(self.out_path, manifest, files, self.key)
         stem = self.out_path.with_suffix("")
         paths = {"json": Path(f"{stem}.report.json"), "md": Path(f"{stem}.report.md")}
-        paths["json"].write_bytes(report_json)
-        paths["md"].write_bytes(report_md)
         if self.opts.chart:
             paths["png"] = Path(f"{stem}.report.png")
-            render_chart(report, paths["png"])
+        try:
+            data = write_bundle(self.out_path, manifest, files, self.key)
+            paths["json"].write_bytes(report_json)
+            paths["md"].write_bytes(report_md)
+            if "png" in paths:
+                render_chart(report, paths["png"])
+        except OSError as exc:
+            for path in (self.out_path, *paths.values()):
+                if path.is_file():
+                    path.unlink()
+            raise ConversionError(f"cannot write the bundle or its report: {exc}") from None
         return ConversionResult(self.out_path, len(data), read_manifest_unverified(data), report, paths)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinity are not JSON: they become null (the figure could not be measured)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -8,6 +8,7 @@ carry no labels; images in class sub-folders are labelled by the sorted sub-fold
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -106,9 +107,11 @@ def _parse_value(key: str, value: str) -> object:
 
 def _number(text: str) -> float:
     numerator, sep, denominator = text.partition("/")
-    if sep:
-        return float(numerator) / float(denominator)
-    return float(text)
+    value = float(numerator) / float(denominator) if sep and float(denominator) != 0 else (
+        float("inf") if sep else float(text))
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
 
 
 def load_dataset(
@@ -140,6 +143,9 @@ def load_dataset(
     if limit is not None:
         x = x[:limit]
         y = None if y is None else y[:limit]
+    if not np.isfinite(x).all():  # e.g. a preprocessing std of 1e-40
+        raise ConversionError(f"{path}: after preprocessing the data holds NaN or infinite values; "
+                              "check --preprocess (scale, mean, std)")
     return x, y
 
 

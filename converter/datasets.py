@@ -23,7 +23,11 @@ def checked_samples(path: Path, x: np.ndarray) -> np.ndarray:
         )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ConversionError(f"{path}: x has dtype {x.dtype}; expected numbers")
-    return x.astype(np.float32, copy=False)
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ConversionError(f"{path}: x holds NaN or infinite values (or values too large for float32); "
+                              "clean the data: calibrating or measuring on them gives a broken model")
+    return x
 
 
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -32,10 +36,15 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise ConversionError(f"data file {path} {what}; expected an .npz file with key 'x'")
+    with path.open("rb") as f:
+        magic = f.read(6)
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+        raise ConversionError(f"{path} is not an .npz file (no zip header); save data with "
+                              "np.savez(path, x=x, y=y)")
     try:
         # allow_pickle=False: a data file must never be able to run code
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ConversionError(f"{path} is not a readable .npz file: {exc}") from None
     if isinstance(loaded, np.ndarray):  # a .npy file holds one bare array, no keys
         raise ConversionError(

@@ -44,8 +44,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Recommendation: {report['recommendation']}",
         "",
-        f"| variant | size | compressed | size vs float | accuracy | drop pp | p50 ms 1 thread "
-        f"| p50 ms {lat_threads} threads | sparsity | Edge TPU ops |",
+        f"| variant | size | compressed | size vs float | accuracy | loss vs float, pp | p50 ms 1 thread "
+        f"| p50 ms {lat_threads or 'all'} threads | sparsity | Edge TPU ops |",
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| float32 (reference) | {_kib(flt['size_bytes'])} | {_kib(flt['compressed_bytes'])} | 1.00 "
         f"| {_pct(flt['metrics'].get('top1'))} | - | {_ms(flt['latency_p50_ms'].get('1'))} "
@@ -53,7 +53,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for v in report["variants"]:
         gate = v["gate"]
-        drop = "n/a" if gate is None else f"{gate['drop_pp']:+.2f}"
+        drop = "n/a" if gate is None else f"{gate['drop_pp']:.2f}"  # negative: better than float
         tpu = v["edgetpu"]
         tpu_text = "-" if not tpu else f"{tpu['ops_mapped']}/{tpu['ops_total']}"
         lines.append(
@@ -61,11 +61,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {v['size_ratio']:.2f} | {_accuracy(v['metrics'])} | {drop} "
             f"| {_ms(v['latency_p50_ms'].get('1'))} | {_ms(v['latency_p50_ms'].get('all'))} "
             f"| {v['sparsity']:.2f} | {tpu_text} |")
+    latency_note = (
+        "Latency is the median `invoke()` time with "
+        f"{report['machine']['runtime']} on this machine ({report['machine']['cpu']}); "
+        "on an x86-64 machine with AVX2 an int8 model is not necessarily faster than "
+        "float32 under XNNPACK, and the table shows what was measured."
+        if flt["latency_p50_ms"] else "Latency was not measured (--no-latency).")
     lines += ["", "Accuracy is top-1 on the evaluation labels, or agreement with the float model's "
-              "top class without labels. Latency is the median `invoke()` time with "
-              f"{report['machine']['runtime']} on this machine ({report['machine']['cpu']}); "
-              "on an x86-64 machine with AVX2 an int8 model is not necessarily faster than "
-              "float32 under XNNPACK, and the table shows what was measured."]
+              "top class without labels; the loss is in percentage points (negative: better than "
+              f"float). {latency_note}"]
     for failed in report.get("failed_variants", []):
         lines += ["", f"## {failed['name']}: failed", "", f"- {failed['error']}"]
     for v in report["variants"]:

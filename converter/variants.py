@@ -38,7 +38,9 @@ class VariantSpec:
             known = ", ".join(sorted(set(MODE_NAMES)))
             raise ConversionError(f"unknown variant {text!r}: use one of {known}, "
                                   f"optionally prefixed with '{PRUNED_PREFIX}'")
-        return cls(name, MODE_NAMES[base], pruned)
+        mode = MODE_NAMES[base]
+        # one name per variant whatever alias was typed (fp16 and float16 are the same thing)
+        return cls(f"{PRUNED_PREFIX if pruned else ''}{mode}", mode, pruned)
 
 
 def parse_variants(text: str) -> list[VariantSpec]:

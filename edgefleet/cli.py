@@ -55,6 +55,12 @@ def main() -> None:
 
 
 # keys
+def _plain_name(value: str) -> str:
+    if not value or value.startswith(".") or not all(c.isalnum() or c in "._-" for c in value):
+        raise click.BadParameter("use letters, digits, '.', '_' or '-' (no path, not starting with '.')")
+    return value
+
+
 @main.group()
 def keys() -> None:
     """Ed25519 signing keys for bundles."""
@@ -63,7 +69,8 @@ def keys() -> None:
 @keys.command("generate")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
               default=Path("keys"), show_default=True, help="Folder for the key pair.")
-@click.option("--name", default="signing", show_default=True, help="File name stem of the pair.")
+@click.option("--name", default="signing", show_default=True, help="File name stem of the pair.",
+              callback=lambda ctx, param, value: _plain_name(value))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def keys_generate(folder: Path, name: str, as_json: bool) -> None:
     """Write NAME.key (private, keep it secret) and NAME.pub (copy to each agent's trust folder)."""
@@ -189,7 +196,9 @@ def convert(model: Path, calib: Path, eval_path: Path | None, train_path: Path |
         except ConversionError as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:
-        emit_json(result.report)
+        emit_json({**result.report, "bundle_path": str(result.bundle_path),
+                   "bundle_size": result.bundle_size,
+                   "report_paths": {k: str(v) for k, v in result.report_paths.items()}})
         return
     click.echo(_convert_summary(result))
 
@@ -256,6 +265,9 @@ def distill(teacher: Path, student_path: Path | None, width: float | None, train
 
     if (student_path is None) == (width is None):
         raise click.UsageError("give --student FILE or --width FRACTION (one of them)")
+    if out.suffix != ".keras":
+        raise click.BadParameter("the student is saved as a Keras 3 model: name it *.keras",
+                                 param_hint="--out")
     show = not (quiet or as_json)
     with ProgressBars(show) as bars, quiet_native_output(expected=(click.ClickException,)):
         from converter.distill import DistillOptions
@@ -300,6 +312,8 @@ def inspect(path: Path, trust: Path | None, as_json: bool) -> None:
     """Show a bundle's manifest (and verify it with --trust) or a .tflite model's tensors."""
     from edgefleet.inspect import inspect_path
 
+    if trust is not None and not trust.is_dir():
+        raise click.ClickException(f"--trust {trust} is not a folder of .pub keys")
     try:
         info = inspect_path(path, trust)
     except ValueError as exc:
@@ -308,6 +322,8 @@ def inspect(path: Path, trust: Path | None, as_json: bool) -> None:
         emit_json(info)
     else:
         click.echo(info["text"])
+    if (info.get("verification") or {}).get("ok") is False:
+        sys.exit(1)  # scripts use `inspect --trust` as a check: a refused bundle must fail it
 
 
 # publish

@@ -34,7 +34,8 @@ def quiet_native_output(
         try:
             yield say
         except BaseException as exc:
-            failed = not isinstance(exc, expected)
+            # Ctrl-C and the user's own mistakes need no native log to explain them
+            failed = not isinstance(exc, (*expected, KeyboardInterrupt))
             raise
         finally:
             sys.stdout.flush()

@@ -83,3 +83,51 @@ def test_inspect_tflite_lists_ops_quantisation_and_readiness(digits_files: dict[
     assert info["edgetpu"]["fully_mappable"] and info["npu"]["ready"]
     text = CliRunner().invoke(main, ["inspect", str(model)]).output
     assert "Edge TPU (predicted, " in text and "fully mappable" in text
+
+
+def test_bad_data_and_options_fail_early_with_what_to_do(
+        digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path) -> None:
+    import numpy as np
+
+    x = np.load(digits_files["calib"])["x"]
+    np.savez(tmp_path / "nan.npz", x=np.where(x > 0.5, np.nan, x))
+    ev = np.load(digits_files["eval"])
+    np.savez(tmp_path / "labels.npz", x=ev["x"], y=ev["y"] + 5)
+    (tmp_path / "text.npz").write_text("not data")
+    base = ["convert", str(digits_files["model"]), "--out", str(tmp_path / "o.efb"),
+            "--key", str(session_keys["private"]), "--no-latency", "--mode", "int8"]
+    cases = [
+        (["--calib", str(tmp_path / "nan.npz")], "NaN or infinite"),
+        (["--calib", str(digits_files["calib"]), "--eval", str(tmp_path / "labels.npz")],
+         "labels must be class indices 0..9"),
+        (["--calib", str(tmp_path / "text.npz")], "not an .npz file"),
+        (["--calib", str(digits_files["calib"]), "--max-accuracy-drop", "0.5"], "needs evaluation data"),
+        (["--calib", str(digits_files["calib"]), "--pick", "fp16"], "not among the variants"),
+    ]
+    for extra, words in cases:
+        result = CliRunner().invoke(main, [*base, *extra])
+        assert result.exit_code == 1 and words in result.output, (extra, result.output)
+        assert not (tmp_path / "o.efb").exists()
+    victim = tmp_path / "victim.keras"
+    victim.write_bytes(digits_files["model"].read_bytes())
+    same = CliRunner().invoke(main, ["convert", str(victim), "--calib", str(digits_files["calib"]),
+                                     "--out", str(victim), "--key", str(session_keys["private"])])
+    assert same.exit_code == 1 and "is the model being converted" in same.output
+    assert victim.read_bytes() == digits_files["model"].read_bytes()
+
+
+def test_inspect_trust_refusal_is_a_failed_check(
+        digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path) -> None:
+    from agent.signing import generate_keypair
+    from converter.build import convert
+
+    bundle = tmp_path / "b.efb"
+    convert(digits_files["model"], digits_files["calib"], bundle, session_keys["private"], mode="int8",
+            measure_latency=False, chart=False)
+    ok = CliRunner().invoke(main, ["inspect", str(bundle), "--trust", str(session_keys["folder"])])
+    assert ok.exit_code == 0 and "signature and hashes: OK" in ok.output
+    generate_keypair(tmp_path / "other")
+    refused = CliRunner().invoke(main, ["inspect", str(bundle), "--trust", str(tmp_path / "other")])
+    assert refused.exit_code == 1 and "REFUSED" in refused.output
+    missing = CliRunner().invoke(main, ["inspect", str(bundle), "--trust", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "not a folder" in missing.output

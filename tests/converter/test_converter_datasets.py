@@ -65,8 +65,13 @@ def test_npy_and_garbage_files_are_refused(tmp_path: Path) -> None:
         load_npz(npy)
     garbage = tmp_path / "x.npz"
     garbage.write_bytes(b"not a zip")
-    with pytest.raises(ConversionError, match=r"not a readable \.npz"):
+    with pytest.raises(ConversionError, match=r"not an \.npz file \(no zip header\)"):
         load_npz(garbage)
+    truncated = tmp_path / "t.npz"
+    np.savez(truncated, x=np.zeros((64, 2)))
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.raises(ConversionError, match=r"not a readable \.npz"):
+        load_npz(truncated)
 
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:

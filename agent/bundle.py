@@ -94,25 +94,22 @@ def read_manifest_unverified(data: bytes) -> dict[str, Any]:
 
 
 def open_bundle(data: bytes, trust: TrustStore) -> Bundle:
-    """Check a bundle completely (container, signature, every file's hash) and return it.
-
-    Any failure becomes a BundleError: a damaged zip can raise from deep inside zipfile
-    or zlib (seen: zlib.error, EOFError, NotImplementedError), and none of that may
-    reach the daemon as anything but a reason to refuse the bundle.
-    """
-    try:
-        return _open_bundle(data, trust)
-    except BundleError:
-        raise
-    except Exception as exc:
-        raise BundleError(f"the container is damaged: {type(exc).__name__}: {exc}") from None
+    """Check a bundle completely (container, signature, every file's hash) and return it."""
+    return _checked(data, trust)
 
 
 def check_contents(data: bytes) -> Bundle:
     """Container and every file hash checked, the signature not (the publisher's check
     before it ships a bundle; `signed_by` is the key id the signature claims)."""
+    return _checked(data, None)
+
+
+def _checked(data: bytes, trust: TrustStore | None) -> Bundle:
+    """Any failure becomes a BundleError: a damaged zip can raise from deep inside zipfile
+    or zlib (seen: zlib.error, EOFError, NotImplementedError), and none of that may
+    reach the daemon as anything but a reason to refuse the bundle."""
     try:
-        return _open_bundle(data, None)
+        return _open_bundle(data, trust)
     except BundleError:
         raise
     except Exception as exc:

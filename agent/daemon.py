@@ -286,13 +286,13 @@ class Agent:
         installed = self.store.installed(bundle_id)
         if installed is not None:  # e.g. a rollback to the previous version
             try:
-                open_bundle(installed, self._trust())
+                bundle = open_bundle(installed, self._trust())
             except (BundleError, SignatureError) as exc:
                 # a damaged copy on disk must not block the good one on the broker
                 log.warning("stored copy of %s is unusable (%s); downloading it again", bundle_id, exc)
                 self.store.remove_bundle(bundle_id)
             else:
-                self._install(bundle_id, token, installed)
+                self._install(bundle_id, token, installed, stored=bundle)
                 return
         self.transfer = Transfer(bundle_id=bundle_id, token=token)
         self._set_install(bundle_id, "downloading", progress=0.0)
@@ -410,17 +410,21 @@ class Agent:
         self.store.discard_download(t.bundle_id)
 
     # verify, self-test, activate
-    def _install(self, bundle_id: str, token: tuple[str, float], data: bytes) -> None:
+    def _install(self, bundle_id: str, token: tuple[str, float], data: bytes,
+                 stored: Bundle | None = None) -> None:
+        """Verify, self-test and activate DATA. STORED: DATA came from the store and was
+        opened there already, so it is neither opened nor written again."""
         self._set_install(bundle_id, "verifying", force=True)
         try:
-            bundle = open_bundle(data, self._trust())
+            bundle = stored or open_bundle(data, self._trust())
             expected = bundle_id_for(bundle.name, bundle.version, sha256_hex(data))
             if expected != bundle_id:
                 raise BundleError(f"bundle content is {expected}, not {bundle_id}")
         except (BundleError, SignatureError) as exc:
             self._fail(token, "verify", str(exc))
             return
-        self.store.install(bundle_id, data)
+        if stored is None:
+            self.store.install(bundle_id, data)
         self._set_install(bundle_id, "self-testing", force=True)
         try:
             serving = self._load(bundle_id, bundle)

@@ -358,9 +358,14 @@ class _Conversion:
         from converter.metrics import compare
 
         factory = source.tflite_converter
-        result.worst_layers = [e.as_dict() for e in layer_errors(factory, calib_x, DEBUGGER_SAMPLES)[:5]]
-        if (self.opts.keep_float_layers != "auto" or result.gate is None or result.gate.passed
-                or eval_x is None or reference is None):
+        io = self._io_dtype(result.spec) or "int8"
+        rescue = (self.opts.keep_float_layers == "auto" and result.gate is not None
+                  and not result.gate.passed and eval_x is not None and reference is not None)
+        if rescue and io not in ("int8", "uint8"):
+            result.notes.append("--keep-float-layers auto needs int8 or uint8 input/output")
+            rescue = False
+        if not rescue:
+            result.worst_layers = [e.as_dict() for e in layer_errors(factory, calib_x, DEBUGGER_SAMPLES)[:5]]
             return
         budget = result.gate.max_drop_pp
 
@@ -369,20 +374,19 @@ class _Conversion:
             return check_accuracy_drop(float_metrics, compare(reference, outputs, eval_y, self.opts.top_k),
                                        budget, result.spec.name)
 
-        io = self._io_dtype(result.spec) or "int8"
-        if io not in ("int8", "uint8"):
-            result.notes.append("--keep-float-layers auto needs int8 or uint8 input/output")
-            return
         kept = keep_float_layers_until(factory, calib_x, evaluate, io_dtype=io,
                                        max_layers=self.opts.max_float_layers, progress=self.say,
                                        samples=DEBUGGER_SAMPLES)
+        # the debugger ran once: its ranking serves the report too
+        result.worst_layers = [e.as_dict() for e in kept.layers[:5]]
         result.notes.append(kept.message)
         if kept.kept or kept.passed:
             result.model_bytes = kept.model
             result.kept_float_layers = list(kept.kept)
             result.measured = measure(kept.model, reference, eval_x, eval_y, sample, self.opts.top_k,
                                       self.opts.measure_latency)
-            result.gate = kept.history[-1][1] if kept.passed else evaluate(kept.model)
+            # the verdict on that very model is already in the history
+            result.gate = next(gate for layers, gate in kept.history if layers == kept.kept)
 
     def _choose(self, results: list[VariantResult]) -> tuple[VariantResult, str]:
         if self.opts.pick:

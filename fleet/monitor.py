@@ -107,7 +107,8 @@ def attach(client: mqtt.Client, view: FleetView) -> None:
 
     def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                       properties: Any) -> None:
-        view.connected = False
+        if reason_code.is_failure:  # our own clean disconnect after --once is not an outage
+            view.connected = False
 
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect

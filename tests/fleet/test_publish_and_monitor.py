@@ -117,3 +117,14 @@ def test_publish_refuses_a_damaged_bundle(broker, prefix, keypair, bundle_file):
             publish_bundle(client, Topics(prefix), bundle_file, keypair[0], devices=["d1"])
     finally:
         close(client)
+
+
+def test_monitor_snapshot_is_not_marked_disconnected_by_its_own_clean_close(broker, prefix):
+    from fleet.monitor import collect
+
+    client = connect(broker.address, "test")
+    try:
+        view = collect(client, Topics(prefix), wait_s=0.2)
+    finally:
+        close(client)
+    assert view.connected

@@ -1,8 +1,6 @@
-"""edgefleet agent: the on-device daemon and the wire contract every other part speaks.
+"""edgefleet agent: the on-device daemon.
 
 Nothing in this package may import TensorFlow, directly or indirectly: a board
-installs ``edgefleet[device]`` only.
+installs ``edgefleet[device]`` only. The wire contract it speaks lives in
+``edgefleet.protocol``.
 """
-
-__version__ = "0.1.0"
-__all__ = ["__version__"]

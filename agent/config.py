@@ -13,8 +13,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 boards
     import tomli as tomllib
 
-from agent.runtime import DELEGATES, RUNTIMES
-from agent.topics import Topics, check_id
+from edgefleet.protocol.topics import Topics, check_id
+from edgefleet.runtime import DELEGATES, RUNTIMES
 
 
 class ConfigError(Exception):
@@ -98,7 +98,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
-def parse_config(data: dict[str, Any], source: str = "agent.toml") -> AgentConfig:
+def parse_config(data: dict[str, Any], source: str = "edgefleet.agent.toml") -> AgentConfig:
     top = dict(data)
     sections = {name: top.pop(name) for name in list(top) if name in _SECTIONS}
     allowed = {"device_id", "state_dir", "trust_dir", "groups"}

@@ -22,18 +22,24 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from agent import __version__, messages
-from agent.bundle import Bundle, BundleError, open_bundle, sha256_hex
-from agent.config import AgentConfig
-from agent.delivery import DeliveryError, TransferManifest, bundle_id_for, parse_transfer_manifest
-from agent.local_api import LocalApi, NoModelError, start_local_api
-from agent.mqtt_options import disable_nagle
-from agent.runtime import InputError, RuntimeLoadError, TFLiteModel, find_runtime
-from agent.selftest import SelfTestResult, run_selftest
-from agent.signing import SignatureError, TrustStore
-from agent.store import Store
-from agent.telemetry import InferenceStats, SystemSampler, telemetry_payload
-from devices.board import board_model, board_profile
+from edgefleet import __version__
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.local_api import LocalApi, NoModelError, start_local_api
+from edgefleet.agent.selftest import SelfTestResult, run_selftest
+from edgefleet.agent.store import Store
+from edgefleet.agent.telemetry import InferenceStats, SystemSampler, telemetry_payload
+from edgefleet.devices.board import board_model, board_profile
+from edgefleet.mqtt_options import disable_nagle
+from edgefleet.protocol import messages
+from edgefleet.protocol.bundle import Bundle, BundleError, open_bundle, sha256_hex
+from edgefleet.protocol.delivery import (
+    DeliveryError,
+    TransferManifest,
+    bundle_id_for,
+    parse_transfer_manifest,
+)
+from edgefleet.protocol.signing import SignatureError, TrustStore
+from edgefleet.runtime import InputError, RuntimeLoadError, TFLiteModel, find_runtime
 
 log = logging.getLogger("edgefleet.agent")
 QOS = 1

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from agent import messages
-from agent.runtime import InputError
+from edgefleet.protocol import messages
+from edgefleet.runtime import InputError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = messages.MAX_INFER_REQUEST_BYTES

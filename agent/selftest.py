@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.bundle import Bundle
-from agent.runtime import InputError, TFLiteModel
+from edgefleet.protocol.bundle import Bundle
+from edgefleet.runtime import InputError, TFLiteModel
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.delivery import TransferManifest
-from agent.topics import check_id
+from edgefleet.protocol.delivery import TransferManifest
+from edgefleet.protocol.topics import check_id
 
 
 def atomic_write(path: Path, data: bytes) -> None:

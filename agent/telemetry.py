@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from agent import messages
-from devices.thermal import read_thermal_zones
+from edgefleet.devices.thermal import read_thermal_zones
+from edgefleet.protocol import messages
 
 LATENCY_WINDOW = 2048  # percentiles over the most recent inferences
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from agent.signing import generate_keypair  # noqa: E402
+from edgefleet.protocol.signing import generate_keypair  # noqa: E402
 
 BARS = {  # issue 3's acceptance bars
     "digits_int8_size": 0.26, "mnv2_int8_size": 0.38, "fp16_size": 0.52,
@@ -47,7 +47,7 @@ def log(msg: str) -> None:
 
 def convert_case(model: Path, calib: Path, eval_path: Path | None, train: Path | None, out: Path,
                  key: Path, variants: str, pick: str | None) -> dict[str, Any]:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     result = convert(model, calib, out, key, eval_path=eval_path, train_path=train, variants=variants,
                      pick=pick, target="generic-x86_64", progress=lambda m: log(f"    {m}"), chart=False)
@@ -55,7 +55,7 @@ def convert_case(model: Path, calib: Path, eval_path: Path | None, train: Path |
 
 
 def digits_case(work: Path, key: Path) -> dict[str, Any]:
-    from converter.digits import write_digits_files
+    from edgefleet.converter.digits import write_digits_files
 
     log("(a) digits CNN: training the wide CNN")
     t = time.perf_counter()
@@ -87,8 +87,8 @@ STUDENT_WIDTH = 0.45  # about a fifth of the teacher's parameters
 
 
 def distill_case(seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
-    from converter.digits import digits_splits, train_digits_cnn, with_shifts
-    from converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.digits import digits_splits, train_digits_cnn, with_shifts
+    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
 
     log(f"(c) distillation: teacher = wide digits CNN, student = width {STUDENT_WIDTH}")
     rows = []
@@ -173,7 +173,7 @@ def checks(results: dict[str, Any]) -> list[tuple[str, float, str, float, bool]]
 
 
 def render(results: dict[str, Any], command: str) -> str:
-    from converter.latency import all_cores
+    from edgefleet.converter.latency import all_cores
 
     threads = all_cores()
     r = results["digits"]["report"]

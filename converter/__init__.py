@@ -15,18 +15,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
 
 # public name -> module that defines it; loaded on first access (PEP 562)
 _LAZY = {
-    "ConversionResult": "converter.build",
-    "ConvertOptions": "converter.build",
-    "convert": "converter.build",
-    "MODES": "converter.quantize",
-    "QuantOptions": "converter.quantize",
-    "quantize": "converter.quantize",
-    "load_model_source": "converter.sources",
-    "load_dataset": "converter.data",
+    "ConversionResult": "edgefleet.converter.build",
+    "ConvertOptions": "edgefleet.converter.build",
+    "convert": "edgefleet.converter.build",
+    "MODES": "edgefleet.converter.quantize",
+    "QuantOptions": "edgefleet.converter.quantize",
+    "quantize": "edgefleet.converter.quantize",
+    "load_model_source": "edgefleet.converter.sources",
+    "load_dataset": "edgefleet.converter.data",
 }
 
 __all__ = ["MODES", "ConversionError", "ConversionResult", "ConvertOptions", "QuantOptions", "convert",
@@ -36,4 +36,4 @@ __all__ = ["MODES", "ConversionError", "ConversionResult", "ConvertOptions", "Qu
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'converter' has no attribute {name!r}")
+    raise AttributeError(f"module 'edgefleet.converter' has no attribute {name!r}")

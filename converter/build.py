@@ -27,15 +27,22 @@ from typing import Any
 
 import numpy as np
 
-import agent
-from agent.bundle import GOLDEN, MODEL, REPORT_JSON, REPORT_MD, read_manifest_unverified, write_bundle
-from agent.runtime import RuntimeLoadError, TFLiteModel
-from agent.signing import SignatureError, SigningKey
-from converter.data import Preprocess, load_dataset
-from converter.errors import ConversionError
-from converter.golden import golden_npz, pick_golden, selftest_tolerance
-from converter.targets import Target, resolve_target
-from converter.variants import VariantResult, VariantSpec, measure, parse_variants, recommend
+import edgefleet
+from edgefleet.converter.data import Preprocess, load_dataset
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.golden import golden_npz, pick_golden, selftest_tolerance
+from edgefleet.converter.targets import Target, resolve_target
+from edgefleet.converter.variants import VariantResult, VariantSpec, measure, parse_variants, recommend
+from edgefleet.protocol.bundle import (
+    GOLDEN,
+    MODEL,
+    REPORT_JSON,
+    REPORT_MD,
+    read_manifest_unverified,
+    write_bundle,
+)
+from edgefleet.protocol.signing import SignatureError, SigningKey
+from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
 # The oldest runtimes a bundle is known to load in (the agent compares installed versions).
 MIN_RUNTIME_VERSIONS = {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}
@@ -190,7 +197,7 @@ class _Conversion:
         self.timings[key] = round(time.perf_counter() - started, 3)
 
     def run(self) -> ConversionResult:
-        from converter.sources import load_model_source
+        from edgefleet.converter.sources import load_model_source
 
         t = self._step("load", f"loading model {self.model_path}")
         source = load_model_source(self.model_path)
@@ -213,7 +220,7 @@ class _Conversion:
         self._done("load", t)
 
         t = self._step("float", "measuring the float model")
-        from converter.metrics import reference_metrics
+        from edgefleet.converter.metrics import reference_metrics
 
         reference = source.predict(eval_x) if eval_x is not None else None
         float_bytes = source.float_tflite()
@@ -277,8 +284,8 @@ class _Conversion:
                 f"{tuple(source.input_shape)}; preprocess the data to the model's input")
 
     def _prune(self, source: Any, eval_x: np.ndarray | None, eval_y: np.ndarray | None) -> tuple[Any, dict]:
-        from converter.prune import PruneOptions, prune
-        from converter.sources import source_from_keras
+        from edgefleet.converter.prune import PruneOptions, prune
+        from edgefleet.converter.sources import source_from_keras
 
         if source.keras_model is None:
             raise ConversionError(f"pruning needs a Keras model (.keras or .h5); {source.kind} "
@@ -309,10 +316,10 @@ class _Conversion:
                        eval_x: np.ndarray | None, eval_y: np.ndarray | None,
                        reference: np.ndarray | None, float_metrics: dict[str, Any],
                        sample: np.ndarray) -> VariantResult:
-        from converter.edgetpu import check_edgetpu
-        from converter.gate import check_accuracy_drop
-        from converter.quantize import QuantOptions, quantize
-        from converter.xnnpack_sparse import check_xnnpack_sparse
+        from edgefleet.converter.edgetpu import check_edgetpu
+        from edgefleet.converter.gate import check_accuracy_drop
+        from edgefleet.converter.quantize import QuantOptions, quantize
+        from edgefleet.converter.xnnpack_sparse import check_xnnpack_sparse
 
         qopts = QuantOptions(spec.mode, io_dtype=self._io_dtype(spec),
                              calibration_samples=self.opts.calibration_samples,
@@ -353,9 +360,9 @@ class _Conversion:
                     reference: np.ndarray | None, sample: np.ndarray) -> None:
         """Worst layers from TensorFlow's QuantizationDebugger; with --keep-float-layers auto,
         keep them in float until the gate passes."""
-        from converter.debugger import keep_float_layers_until, layer_errors
-        from converter.gate import check_accuracy_drop
-        from converter.metrics import compare
+        from edgefleet.converter.debugger import keep_float_layers_until, layer_errors
+        from edgefleet.converter.gate import check_accuracy_drop
+        from edgefleet.converter.metrics import compare
 
         factory = source.tflite_converter
         io = self._io_dtype(result.spec) or "int8"
@@ -396,13 +403,13 @@ class _Conversion:
                                       f"{[r.spec.name for r in results]}")
             chosen = picked[0]
             if self.opts.max_accuracy_drop is not None and chosen.gate is not None and not chosen.gate.passed:
-                from converter.gate import GateError
+                from edgefleet.converter.gate import GateError
 
                 raise GateError(chosen.gate)
             return chosen, f"{chosen.spec.name}: picked with --pick"
         if self.opts.max_accuracy_drop is not None and len(results) == 1 and results[0].gate is not None \
                 and not results[0].gate.passed:
-            from converter.gate import GateError
+            from edgefleet.converter.gate import GateError
 
             raise GateError(results[0].gate)
         return recommend(results, self.target.allowed_modes, self.target.needs_edgetpu)
@@ -410,7 +417,7 @@ class _Conversion:
     def _compile_for_edgetpu(self, chosen: VariantResult) -> None:
         import tempfile
 
-        from converter.edgetpu import run_compiler
+        from edgefleet.converter.edgetpu import run_compiler
 
         with tempfile.TemporaryDirectory(prefix="edgefleet-edgetpu-") as tmp:
             model_path = Path(tmp) / "model.tflite"
@@ -437,7 +444,7 @@ class _Conversion:
     # outputs
     def _manifest(self, chosen: VariantResult, model: TFLiteModel, golden_count: int, float_size: int,
                   eval_x: np.ndarray | None, float_metrics: dict[str, Any]) -> dict[str, Any]:
-        from converter.tfutil import framework_versions
+        from edgefleet.converter.tfutil import framework_versions
 
         m = chosen.measured.metrics
         return {
@@ -459,7 +466,7 @@ class _Conversion:
                         "agreement_with_float": m.get("agreement"),
                         "eval_samples": 0 if eval_x is None else len(eval_x),
                         "float_size_bytes": float_size, "model_size_bytes": len(chosen.model_bytes)},
-            "converter": {"edgefleet": agent.__version__, **framework_versions()},
+            "converter": {"edgefleet": edgefleet.__version__, **framework_versions()},
         }
 
     def _report(self, source: Any, chosen: VariantResult, recommendation: str,
@@ -498,7 +505,7 @@ class _Conversion:
 
     def _write(self, manifest: dict[str, Any], report: dict[str, Any], chosen: VariantResult,
                golden: bytes) -> ConversionResult:
-        from converter.report import render_chart, render_markdown
+        from edgefleet.converter.report import render_chart, render_markdown
 
         report_json = json.dumps(_finite(report), indent=2, sort_keys=True, default=_json_default,
                                  allow_nan=False).encode() + b"\n"

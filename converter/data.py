@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.datasets import checked_samples, load_npz
-from converter.errors import ConversionError
+from edgefleet.converter.datasets import checked_samples, load_npz
+from edgefleet.converter.errors import ConversionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAYOUTS = ("nhwc", "nchw")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
 
 
 def checked_samples(path: Path, x: np.ndarray) -> np.ndarray:

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import ConversionError
-from converter.gate import GateResult
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.gate import GateResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (see int8.py)
 
@@ -221,8 +221,8 @@ def _run_debugger(
     """A QuantizationDebugger that has run over the samples, and its layers worst first."""
     import tensorflow as tf
 
-    from converter.sources import quiet_keras_export
-    from converter.tfutil import pick_samples
+    from edgefleet.converter.sources import quiet_keras_export
+    from edgefleet.converter.tfutil import pick_samples
 
     if samples < 1:
         raise ConversionError(f"the quantization debugger needs at least one sample (asked for {samples})")
@@ -277,7 +277,7 @@ def _quantized_model(debugger: Any, kept: list[str], io_dtype: str) -> bytes:
     """The deployable (non-debug) model with KEPT nodes in float and IO_DTYPE input/output."""
     import tensorflow as tf
 
-    from agent.runtime import RuntimeLoadError, TFLiteModel
+    from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
     # get_nondebug_quantized_model() quantises the calibrated model with these two options.
     # They are changed in place: assigning new options would also rebuild the instrumented

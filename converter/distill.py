@@ -35,8 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from converter.errors import ConversionError
-from converter.tfutil import check_model_input
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.tfutil import check_model_input
 
 Progress = Callable[[str, int, int], None]
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from converter.data import load_dataset
-from converter.distill import DistillOptions, distill, scaled_student
-from converter.errors import ConversionError
+from edgefleet.converter.data import load_dataset
+from edgefleet.converter.distill import DistillOptions, distill, scaled_student
+from edgefleet.converter.errors import ConversionError
 
 
 def _load_keras(path: Path, what: str) -> Any:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.tflite_graph import Graph, OpInfo, TensorInfo, read_graph
+from edgefleet.tflite_graph import Graph, OpInfo, TensorInfo, read_graph
 
 DEFAULT_RUNTIME_VERSION = 14  # the newest Edge TPU runtime (libedgetpu) release
 EIGHT_BIT = ("int8", "uint8")

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.runtime import TFLiteModel
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
+from edgefleet.runtime import TFLiteModel
 
 
 def keras_outputs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

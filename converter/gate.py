@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
 
 FLAG = "--max-accuracy-drop"
 # Drops are differences of float shares times 100: 100 * (0.994 - 0.989) is 0.5000000000000004.

@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 
-from agent.runtime import TensorSpec, TFLiteModel
-from converter.evaluate import tflite_outputs
+from edgefleet.converter.evaluate import tflite_outputs
+from edgefleet.runtime import TensorSpec, TFLiteModel
 
 # Self-test tolerance in output quantisation steps: another correct kernel (another runtime
 # version, an accelerator) may round a step differently; a wrong model is off by far more.

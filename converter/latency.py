@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from agent.runtime import TFLiteModel
+from edgefleet.runtime import TFLiteModel
 
 
 def all_cores() -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
 
 # SNR reported for identical outputs (and the floor for outputs with no signal at all).
 # Float32 round-off alone stays below about 150 dB, so the cap never hides a real error.

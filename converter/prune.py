@@ -35,8 +35,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (s
 import keras
 import numpy as np
 
-from converter.errors import ConversionError
-from converter.prune_keras3 import MagnitudePruning, PolynomialSchedule, check_m_by_n, prunable_weights, strip
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.prune_keras3 import (
+    MagnitudePruning,
+    PolynomialSchedule,
+    check_m_by_n,
+    prunable_weights,
+    strip,
+)
 
 DEFAULT_LEARNING_RATE = 1e-3  # Adam's default, and what tfmot's pruning guide fine-tunes with
 PRUNING_FRACTION = 0.7  # share of the fine-tuning steps over which sparsity rises
@@ -96,7 +102,7 @@ def prune(
             model, x, y, schedule, options, loss, learning_rate, validation, on_epoch_end
         )
     else:
-        from converter.prune_tfmot import prune_tf_keras
+        from edgefleet.converter.prune_tfmot import prune_tf_keras
 
         run = prune_tf_keras(
             model, x, y, schedule, epochs=options.epochs, batch_size=options.batch_size, loss=loss,

@@ -42,8 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (s
 import keras
 import numpy as np
 
-from converter.errors import ConversionError
-from converter.tfutil import leaf_layers
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.tfutil import leaf_layers
 
 # layer class -> attribute holding the kernel that gets a mask
 KERNEL_ATTRIBUTES: tuple[tuple[type, str], ...] = (

@@ -20,9 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (s
 
 import numpy as np
 
-from converter.errors import ConversionError
-from converter.prune_keras3 import PolynomialSchedule, check_m_by_n
-from converter.tfutil import leaf_layers
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.prune_keras3 import PolynomialSchedule, check_m_by_n
+from edgefleet.converter.tfutil import leaf_layers
 
 XNNPACK_POLICY_NEEDS = (
     "PruneForLatencyOnXNNPack needs a built Sequential or functional model whose every input "

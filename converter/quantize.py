@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import ConversionError
-from converter.sources import (
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.sources import (
     ModelSource,
     explain_converter_error,
     import_tensorflow,
@@ -248,7 +248,7 @@ def _int8_with_float_nodes(
         except Exception as exc:
             raise explain_converter_error(exc, source, "int8 (with float nodes)") from exc
     model = bytes(model)
-    from agent.runtime import find_runtime
+    from edgefleet.runtime import find_runtime
 
     interpreter = find_runtime("auto").interpreter(model_content=model)
     edges = (*interpreter.get_input_details(), *interpreter.get_output_details())
@@ -337,7 +337,7 @@ def _aeq_cannot(what: str) -> str:
 
 def _aeq_calibrate(qt: Any, float_model: bytes, calib: np.ndarray, progress: Progress | None) -> Any:
     """Calibrate in a few chunks (results carried over) so that progress can be reported."""
-    from agent.runtime import find_runtime
+    from edgefleet.runtime import find_runtime
 
     interpreter = find_runtime("auto").interpreter(model_content=float_model)
     signatures = interpreter.get_signature_list()

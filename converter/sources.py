@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -75,7 +75,7 @@ class ModelSource:
                 f"inputs have sample shape {x.shape[1:]} but {self.name} expects {self.input_shape}"
             )
         if self.kind == "tflite":
-            from agent.runtime import TFLiteModel
+            from edgefleet.runtime import TFLiteModel
 
             outputs, _latencies = TFLiteModel(self.float_tflite()).predict(x)
             return outputs
@@ -293,7 +293,7 @@ def _load_tflite(path: Path) -> ModelSource:
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ConversionError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier)")
-    from agent.runtime import find_runtime
+    from edgefleet.runtime import find_runtime
 
     try:
         interpreter = find_runtime("auto").interpreter(model_content=data)

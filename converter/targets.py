@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from converter.errors import ConversionError
-from devices.board import board_profile
+from edgefleet.converter.errors import ConversionError
+from edgefleet.devices.board import board_profile
 
 # "auto" (CPU boards): build these and keep what the accuracy gate and size allow
 AUTO_VARIANTS = "int8,float16,dynamic"
@@ -31,7 +31,7 @@ class Target:
 
 def resolve_target(name: str | None) -> Target:
     """The profile NAME, or without one (or "generic") the generic CPU profile of this machine."""
-    from devices.profiles import ProfileError, load_profile
+    from edgefleet.devices.profiles import ProfileError, load_profile
 
     if name in (None, "generic"):
         name = board_profile(None)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: its C++ INFO lines
 

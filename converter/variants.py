@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.runtime import TFLiteModel
-from agent.tflite_graph import read_graph
-from converter.errors import ConversionError
-from converter.latency import all_cores, latency_p50_ms
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.latency import all_cores, latency_p50_ms
+from edgefleet.runtime import TFLiteModel
+from edgefleet.tflite_graph import read_graph
 
 # what users type -> quantisation mode of converter.quantize
 MODE_NAMES = {"float32": "float32", "fp32": "float32", "dynamic": "dynamic", "float16": "float16",
@@ -104,7 +104,7 @@ def measure(model_bytes: bytes, reference: np.ndarray | None, eval_x: np.ndarray
             labels: np.ndarray | None, sample: np.ndarray, top_k: int = 5,
             latency: bool = True) -> Measured:
     """Everything the report says about one model, measured with the device runtime."""
-    from converter.metrics import compare
+    from edgefleet.converter.metrics import compare
 
     metrics: dict[str, Any] = {}
     if eval_x is not None and reference is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.tflite_graph import Graph, OpInfo, read_graph
+from edgefleet.tflite_graph import Graph, OpInfo, read_graph
 
 MIN_SPARSITY = 2 / 3
 _UNARY = {"ABS", "CEIL", "ELU", "FLOOR", "HARD_SWISH", "LEAKY_RELU", "LOGISTIC", "NEG", "RELU", "RELU6",

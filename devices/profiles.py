@@ -71,7 +71,7 @@ class Profile:
 
 
 def _folder() -> Any:
-    return resources.files("devices").joinpath(_FOLDER)
+    return resources.files("edgefleet.devices").joinpath(_FOLDER)
 
 
 def list_profiles() -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.mqtt_options import disable_nagle
+from edgefleet.mqtt_options import disable_nagle
 
 
 class BrokerError(Exception):

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from agent import messages
-from agent.topics import Topics
-from fleet.connection import subscribe_and_wait
+from edgefleet.fleet.connection import subscribe_and_wait
+from edgefleet.protocol import messages
+from edgefleet.protocol.topics import Topics
 
 
 class InferenceFailed(Exception):

@@ -10,7 +10,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.topics import Topics
+from edgefleet.protocol.topics import Topics
 
 
 @dataclass

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from agent import messages
-from agent.bundle import check_contents
-from agent.delivery import DEFAULT_CHUNK_SIZE, build_transfer_manifest
-from agent.signing import SigningKey
-from agent.topics import Topics, check_id
+from edgefleet.protocol import messages
+from edgefleet.protocol.bundle import check_contents
+from edgefleet.protocol.delivery import DEFAULT_CHUNK_SIZE, build_transfer_manifest
+from edgefleet.protocol.signing import SigningKey
+from edgefleet.protocol.topics import Topics, check_id
 
 QOS = 1
 PUBLISH_TIMEOUT_S = 60.0

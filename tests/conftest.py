@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.signing import SigningKey, generate_keypair
+from edgefleet.protocol.signing import SigningKey, generate_keypair
 from tests.support import Mosquitto, find_mosquitto
 
 
@@ -26,7 +26,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         return
     if os.environ.get("EDGEFLEET_REQUIRE_MOSQUITTO") == "1":
         pytest.fail("mosquitto is not installed and EDGEFLEET_REQUIRE_MOSQUITTO=1")
-    from fleet.broker import EmbeddedBroker
+    from edgefleet.fleet.broker import EmbeddedBroker
 
     print("\nnote: mosquitto not found; these tests use the embedded amqtt broker instead")
     embedded = EmbeddedBroker().start()
@@ -76,8 +76,8 @@ class Digits:
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Digits:
-    from converter.build import convert
-    from converter.digits import write_digits_files
+    from edgefleet.converter.build import convert
+    from edgefleet.converter.digits import write_digits_files
 
     folder = tmp_path_factory.mktemp("digits")
     paths = write_digits_files(folder)

@@ -17,7 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from fleet.broker import free_port
+from edgefleet.fleet.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ class AgentProcess:
         host, port = broker.rsplit(":", 1)
         self.http_port = http_port or free_port()
         self.state_dir = folder / "state"
-        self.config = folder / "agent.toml"
+        self.config = folder / "edgefleet.agent.toml"
         self.config.write_text(
             f'device_id = "{device_id}"\nstate_dir = "{self.state_dir}"\n'
             f'trust_dir = "{trust_dir}"\ngroups = {json.dumps(list(groups))}\n'
@@ -130,7 +130,7 @@ class AgentProcess:
             f'[serve]\nhttp = "127.0.0.1:{self.http_port}"\n'
             f'[telemetry]\ninterval_s = 1.0\n'
             f'[delivery]\nchunk_timeout_s = 3.0\nmanifest_timeout_s = 5.0\n' + extra_toml)
-        self.log = folder / "agent.log"
+        self.log = folder / "edgefleet.agent.log"
         self.python = python
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -8,8 +8,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from agent.bundle import write_bundle
 from edgefleet.cli import main, need
+from edgefleet.protocol.bundle import write_bundle
 
 COMMANDS = [[], ["convert"], ["inspect"], ["keys"], ["keys", "generate"], ["keys", "list"],
             ["publish"], ["infer"], ["agent"], ["agent", "run"], ["monitor"], ["demo"]]

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from agent import messages
-from agent.delivery import build_transfer_manifest
-from agent.topics import Topics
-from fleet.connection import close, connect
+from edgefleet.fleet.connection import close, connect
+from edgefleet.protocol import messages
+from edgefleet.protocol.delivery import build_transfer_manifest
+from edgefleet.protocol.topics import Topics
 from tests.support import (
     AgentProcess,
     Mosquitto,

@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from agent.bundle import BundleError, open_bundle, read_manifest_unverified, write_bundle
-from agent.signing import SigningKey, TrustStore, generate_keypair
+from edgefleet.protocol.bundle import BundleError, open_bundle, read_manifest_unverified, write_bundle
+from edgefleet.protocol.signing import SigningKey, TrustStore, generate_keypair
 
 
 def _golden() -> bytes:

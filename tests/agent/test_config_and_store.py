@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from agent.config import ConfigError, load_config, parse_config
-from agent.delivery import build_transfer_manifest, parse_transfer_manifest
-from agent.signing import TrustStore
-from agent.store import Store
+from edgefleet.agent.config import ConfigError, load_config, parse_config
+from edgefleet.agent.store import Store
+from edgefleet.protocol.delivery import build_transfer_manifest, parse_transfer_manifest
+from edgefleet.protocol.signing import TrustStore
 
 BASE = {"device_id": "pi-1", "state_dir": "/tmp/x", "trust_dir": "/tmp/y"}
 

@@ -8,15 +8,15 @@ import os
 import numpy as np
 import pytest
 
-from agent import messages
-from agent.delivery import (
+from edgefleet.protocol import messages
+from edgefleet.protocol.delivery import (
     DeliveryError,
     build_transfer_manifest,
     parse_transfer_manifest,
     split_chunks,
 )
-from agent.signing import SigningKey, TrustStore, generate_keypair
-from agent.topics import Topics, check_id
+from edgefleet.protocol.signing import SigningKey, TrustStore, generate_keypair
+from edgefleet.protocol.topics import Topics, check_id
 
 
 def test_chunks_reassemble_and_hashes_match(keypair):
@@ -117,7 +117,7 @@ def test_topic_layout():
 
 @pytest.mark.parametrize("sig", [123, None, ["x"], "!!!"])
 def test_malformed_signature_values_are_signature_errors(keypair, sig):
-    from agent.signing import SignatureError
+    from edgefleet.protocol.signing import SignatureError
 
     key, trust_dir = keypair
     with pytest.raises(SignatureError):

@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from agent.topics import Topics
+from edgefleet.protocol.topics import Topics
 from tests.support import ROOT, AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization")
@@ -80,9 +80,9 @@ def test_agent_code_paths_do_not_import_tensorflow_even_where_installed(tmp_path
         from click.testing import CliRunner
         from edgefleet.cli import main
         assert CliRunner().invoke(main, ["agent", "run", "--help"]).exit_code == 0
-        from agent.config import parse_config
-        from agent.daemon import Agent
-        from agent.runtime import find_runtime
+        from edgefleet.agent.config import parse_config
+        from edgefleet.agent.daemon import Agent
+        from edgefleet.runtime import find_runtime
         cfg = parse_config({{"device_id": "d", "state_dir": {str(tmp_path / "s")!r},
                              "trust_dir": {str(keys.trust_dir)!r}, "serve": {{"http": ""}}}})
         Agent(cfg)

@@ -9,10 +9,10 @@ import socket
 import numpy as np
 import pytest
 
-from agent.bundle import open_bundle
-from agent.local_api import LocalApi, NoModelError, start_local_api
-from agent.runtime import TFLiteModel
-from agent.signing import TrustStore
+from edgefleet.agent.local_api import LocalApi, NoModelError, start_local_api
+from edgefleet.protocol.bundle import open_bundle
+from edgefleet.protocol.signing import TrustStore
+from edgefleet.runtime import TFLiteModel
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -44,7 +44,7 @@ def test_unix_socket_serves_json_and_npy(tmp_path, model, digits):
         out, lat = model.predict(x)
         return {"top1": out.argmax(-1).tolist(), "latency_ms": [v * 1000 for v in lat]}
 
-    sock = tmp_path / "run" / "agent.sock"
+    sock = tmp_path / "run" / "edgefleet.agent.sock"
     server, bound = start_local_api(f"unix:{sock}", LocalApi(infer, lambda: {"bundle_id": "b"}))
     try:
         assert bound == f"unix:{sock}"
@@ -96,7 +96,7 @@ def test_nan_inputs_and_an_existing_file_at_the_socket_path_are_refused(tmp_path
         start_local_api(f"unix:{precious}", LocalApi(infer, lambda: None))
     assert precious.read_text() == "keep me"
 
-    sock = tmp_path / "agent.sock"
+    sock = tmp_path / "edgefleet.agent.sock"
     server, _ = start_local_api(f"unix:{sock}", LocalApi(infer, lambda: None))
     try:
         with pytest.raises(OSError, match="another process is serving"):

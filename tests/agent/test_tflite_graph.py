@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from agent.tflite_graph import read_graph
+from edgefleet.tflite_graph import read_graph
 from tests.support import ROOT
 
 
@@ -96,7 +96,8 @@ def test_non_tflite_bytes_give_a_clear_error():
 def test_graph_modules_import_without_tensorflow():
     script = textwrap.dedent("""
         import sys
-        import agent.tflite_graph, converter.edgetpu, converter.xnnpack_sparse, devices.profiles
+        import edgefleet.tflite_graph, edgefleet.converter.edgetpu, edgefleet.converter.xnnpack_sparse
+        import edgefleet.devices.profiles
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
         assert not heavy, heavy
         print("ok")

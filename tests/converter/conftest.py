@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.signing import generate_keypair
+from edgefleet.protocol.signing import generate_keypair
 
 
 @pytest.fixture(scope="session")
 def digits_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """model.keras, calib.npz and eval.npz of the demo CNN, trained once per test run."""
     pytest.importorskip("tensorflow")
-    from converter.digits import write_digits_files
+    from edgefleet.converter.digits import write_digits_files
 
     return write_digits_files(tmp_path_factory.mktemp("digits"), seed=0)
 
@@ -38,7 +38,7 @@ def converted(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """The digits model converted with eval data; also the progress lines it printed."""
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     messages: list[str] = []
     result = convert(

@@ -66,8 +66,8 @@ def test_distill_command_reports_teacher_student_and_labels_only(digits_files: d
 
 def test_inspect_tflite_lists_ops_quantisation_and_readiness(digits_files: dict[str, Path],
                                                               tmp_path: Path) -> None:
-    from converter.quantize import QuantOptions, quantize
-    from converter.sources import load_model_source
+    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.sources import load_model_source
 
     source = load_model_source(digits_files["model"])
     source.batch_size = 1
@@ -118,8 +118,8 @@ def test_bad_data_and_options_fail_early_with_what_to_do(
 
 def test_inspect_trust_refusal_is_a_failed_check(
         digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path) -> None:
-    from agent.signing import generate_keypair
-    from converter.build import convert
+    from edgefleet.converter.build import convert
+    from edgefleet.protocol.signing import generate_keypair
 
     bundle = tmp_path / "b.efb"
     convert(digits_files["model"], digits_files["calib"], bundle, session_keys["private"], mode="int8",

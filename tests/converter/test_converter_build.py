@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.bundle import BundleError, open_bundle
-from agent.runtime import TFLiteModel
-from agent.signing import TrustStore, generate_keypair
-from converter.errors import ConversionError
+from edgefleet.converter.errors import ConversionError
+from edgefleet.protocol.bundle import BundleError, open_bundle
+from edgefleet.protocol.signing import TrustStore, generate_keypair
+from edgefleet.runtime import TFLiteModel
 
 if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
@@ -109,9 +109,9 @@ def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
     import keras
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from converter.datasets import load_npz
-    from converter.quantize import QuantOptions, quantize
-    from converter.sources import source_from_keras
+    from edgefleet.converter.datasets import load_npz
+    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.sources import source_from_keras
 
     golden, selftest = _golden(bundle), bundle.manifest["selftest"]
     # The reference kernels are a different (correct) implementation of every op.
@@ -170,7 +170,7 @@ def test_report_and_progress(converted: dict[str, Any], bundle: Any) -> None:
 def test_unlabelled_eval_data_gives_agreement_only(
     digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     x_eval = np.load(digits_files["eval"])["x"]
     np.savez(tmp_path / "unlabelled.npz", x=x_eval)
@@ -189,7 +189,7 @@ def test_unlabelled_eval_data_gives_agreement_only(
 def test_without_eval_data_golden_comes_from_calibration(
     digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
                      session_keys["private"], calibration_samples=64)
@@ -206,7 +206,7 @@ def test_without_eval_data_golden_comes_from_calibration(
     ("pruned-int4", "unknown variant 'pruned-int4'"),
 ])
 def test_unsupported_mode(tmp_path: Path, mode: str, message: str) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     private, _ = generate_keypair(tmp_path)
     with pytest.raises(ConversionError, match=message):
@@ -214,7 +214,7 @@ def test_unsupported_mode(tmp_path: Path, mode: str, message: str) -> None:
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     private, _ = generate_keypair(tmp_path)
     with pytest.raises(ConversionError, match=r"model .*missing\.keras does not exist"):
@@ -223,7 +223,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
 
 
 def test_missing_signing_key(tmp_path: Path) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     with pytest.raises(ConversionError, match=r"signing key .* not found"):
         convert(tmp_path / "m.keras", tmp_path / "c.npz", tmp_path / "b.efb", tmp_path / "k.key")
@@ -233,7 +233,7 @@ def test_missing_signing_key(tmp_path: Path) -> None:
 def test_calibration_file_without_x(
     digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     calib = tmp_path / "calib.npz"
     np.savez(calib, images=np.zeros((4, 8, 8, 1)))
@@ -245,7 +245,7 @@ def test_calibration_file_without_x(
 def test_eval_data_of_the_wrong_shape(
     digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     bad = tmp_path / "eval.npz"
     np.savez(bad, x=np.zeros((4, 64)), y=np.zeros(4, np.int64))
@@ -283,7 +283,7 @@ def test_accuracy_gate_fails_the_conversion_with_the_figures(
 def test_edgetpu_target_gives_uint8_static_fully_mappable_model(
     digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
                      session_keys["private"], eval_path=digits_files["eval"], target="coral-usb",
@@ -302,8 +302,8 @@ def test_edgetpu_target_gives_uint8_static_fully_mappable_model(
 def test_float_tflite_source_converts_through_ai_edge_quantizer(
     digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    from converter.build import convert
-    from converter.sources import load_model_source
+    from edgefleet.converter.build import convert
+    from edgefleet.converter.sources import load_model_source
 
     float_model = tmp_path / "digits.tflite"
     float_model.write_bytes(load_model_source(digits_files["model"]).float_tflite())

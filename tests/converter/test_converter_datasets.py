@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.datasets import load_npz
-from converter.errors import ConversionError
+from edgefleet.converter.datasets import load_npz
+from edgefleet.converter.errors import ConversionError
 
 
 def test_loads_x_and_y(tmp_path: Path) -> None:

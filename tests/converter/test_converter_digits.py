@@ -11,7 +11,7 @@ if importlib.util.find_spec("tensorflow") is None:  # find, not import: collecti
 
 
 def test_splits_are_disjoint_stratified_and_scaled() -> None:
-    from converter.digits import digits_splits
+    from edgefleet.converter.digits import digits_splits
 
     splits = digits_splits(seed=0)
     assert set(splits) == {"train", "calib", "eval"}
@@ -36,8 +36,8 @@ def test_splits_are_disjoint_stratified_and_scaled() -> None:
 def test_digits_cnn_reaches_97_percent_held_out(digits_files: dict[str, Path]) -> None:
     import keras
 
-    from converter.datasets import load_npz
-    from converter.evaluate import keras_top1
+    from edgefleet.converter.datasets import load_npz
+    from edgefleet.converter.evaluate import keras_top1
 
     model = keras.models.load_model(digits_files["model"], compile=False)
     x, y = load_npz(digits_files["eval"])
@@ -49,7 +49,7 @@ def test_digits_cnn_reaches_97_percent_held_out(digits_files: dict[str, Path]) -
 
 @pytest.mark.slow
 def test_training_is_deterministic_for_a_seed() -> None:
-    from converter.digits import digits_splits, train_digits_cnn
+    from edgefleet.converter.digits import digits_splits, train_digits_cnn
 
     x, y = digits_splits()["train"]
     first = train_digits_cnn(x[:256], y[:256], epochs=1, seed=7).get_weights()

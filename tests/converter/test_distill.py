@@ -23,8 +23,8 @@ def _functional_teacher():  # type: ignore[no-untyped-def]
 
 
 def test_quarter_width_student_has_at_most_a_quarter_of_the_parameters() -> None:
-    from converter.digits import build_digits_cnn
-    from converter.distill import scaled_student
+    from edgefleet.converter.digits import build_digits_cnn
+    from edgefleet.converter.distill import scaled_student
 
     for teacher in (build_digits_cnn(), _functional_teacher()):
         student = scaled_student(teacher, 0.25)
@@ -52,9 +52,9 @@ def test_quarter_width_student_has_at_most_a_quarter_of_the_parameters() -> None
 
 @pytest.mark.parametrize("width", [0, -0.5, 1.5])
 def test_width_outside_zero_to_one_is_refused(width: float) -> None:
-    from converter.digits import build_digits_cnn
-    from converter.distill import scaled_student
-    from converter.errors import ConversionError
+    from edgefleet.converter.digits import build_digits_cnn
+    from edgefleet.converter.distill import scaled_student
+    from edgefleet.converter.errors import ConversionError
 
     with pytest.raises(ConversionError, match=r"width must be in \(0, 1\]"):
         scaled_student(build_digits_cnn(), width)
@@ -63,9 +63,9 @@ def test_width_outside_zero_to_one_is_refused(width: float) -> None:
 def test_bad_inputs_get_clear_errors() -> None:
     import keras
 
-    from converter.digits import build_digits_cnn
-    from converter.distill import DistillOptions, distill, scaled_student
-    from converter.errors import ConversionError
+    from edgefleet.converter.digits import build_digits_cnn
+    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.errors import ConversionError
 
     teacher = build_digits_cnn()
     x = np.zeros((20, 8, 8, 1), np.float32)
@@ -91,7 +91,7 @@ def test_teacher_logits_are_recovered_from_softmax_outputs() -> None:
     """Softmax on the output layer, a separate softmax layer, or none: the same softened targets."""
     import keras
 
-    from converter.distill import _logits
+    from edgefleet.converter.distill import _logits
 
     keras.utils.set_random_seed(0)
     base = _functional_teacher()
@@ -115,8 +115,8 @@ def test_unlabelled_distillation_reports_progress_and_json() -> None:
     """alpha 0 and no baseline need no labels; the student keeps its softmax afterwards."""
     import json
 
-    from converter.digits import build_digits_cnn, digits_splits
-    from converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.digits import build_digits_cnn, digits_splits
+    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
 
     (x, _), (x_eval, y_eval) = digits_splits()["train"], digits_splits()["eval"]
     teacher = build_digits_cnn()
@@ -156,8 +156,8 @@ def test_distilled_quarter_size_student_keeps_the_teachers_accuracy() -> None:
     test checks that it stays within BASELINE_NOISE_PP instead, which catches a broken
     distillation loss but is weaker than the acceptance wording.
     """
-    from converter.digits import digits_splits, train_digits_cnn, with_shifts
-    from converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.digits import digits_splits, train_digits_cnn, with_shifts
+    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
 
     splits = digits_splits(seed=0)
     teacher = train_digits_cnn(*splits["train"], seed=0)

@@ -9,8 +9,14 @@ import stat
 import numpy as np
 import pytest
 
-from converter.edgetpu import EDGETPU_OPS, check_edgetpu, check_npu, parse_compiler_log, run_compiler
-from converter.xnnpack_sparse import check_xnnpack_sparse
+from edgefleet.converter.edgetpu import (
+    EDGETPU_OPS,
+    check_edgetpu,
+    check_npu,
+    parse_compiler_log,
+    run_compiler,
+)
+from edgefleet.converter.xnnpack_sparse import check_xnnpack_sparse
 
 SHAPE = (32, 32, 3)
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converter.errors import ConversionError
-from converter.gate import GateError, GateResult, check_accuracy_drop, raise_if_failed
-from converter.metrics import MAX_SNR_DB, compare, reference_metrics
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.gate import GateError, GateResult, check_accuracy_drop, raise_if_failed
+from edgefleet.converter.metrics import MAX_SNR_DB, compare, reference_metrics
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None  # find, not import: collection stays light
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="needs the converter extra (TensorFlow)")
@@ -116,7 +116,7 @@ def mlp() -> dict[str, Any]:
         pytest.skip("needs the converter extra (TensorFlow)")
     import keras
 
-    from converter.digits import digits_splits
+    from edgefleet.converter.digits import digits_splits
 
     splits = digits_splits(seed=0)
     keras.utils.set_random_seed(0)
@@ -140,7 +140,7 @@ def mlp() -> dict[str, Any]:
 
 def _gate_for(model: Any, splits: dict[str, Any], max_drop_pp: float) -> Callable[[bytes], GateResult]:
     """evaluate(model bytes) -> GateResult against MODEL's float figures on the eval split."""
-    from converter.evaluate import keras_outputs, tflite_outputs
+    from edgefleet.converter.evaluate import keras_outputs, tflite_outputs
 
     x_eval, y_eval = splits["eval"]
     reference = keras_outputs(model, x_eval)
@@ -162,8 +162,8 @@ def _factory(model: Any) -> Callable[[], Any]:
 @needs_tf
 @pytest.mark.slow
 def test_gate_on_real_conversions(mlp: dict[str, Any]) -> None:
-    from converter.quantize import QuantOptions, quantize
-    from converter.sources import source_from_keras
+    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.sources import source_from_keras
 
     def convert_int8(model: Any, x: np.ndarray) -> bytes:
         return quantize(source_from_keras(model), x, QuantOptions("int8"))
@@ -186,7 +186,7 @@ def test_gate_on_real_conversions(mlp: dict[str, Any]) -> None:
 @needs_tf
 @pytest.mark.slow
 def test_layer_errors_name_the_bad_layer_first(mlp: dict[str, Any]) -> None:
-    from converter.debugger import layer_errors
+    from edgefleet.converter.debugger import layer_errors
 
     errors = layer_errors(_factory(mlp["outlier"]), mlp["splits"]["calib"][0], samples=50)
     assert len(errors) >= 3
@@ -206,8 +206,8 @@ def test_layer_errors_name_the_bad_layer_first(mlp: dict[str, Any]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
 def test_keep_float_layers_until_the_gate_passes(mlp: dict[str, Any], io_dtype: str) -> None:
-    from agent.runtime import TFLiteModel
-    from converter.debugger import keep_float_layers_until
+    from edgefleet.converter.debugger import keep_float_layers_until
+    from edgefleet.runtime import TFLiteModel
 
     lines: list[str] = []
     result = keep_float_layers_until(
@@ -233,7 +233,7 @@ def test_keep_float_layers_until_the_gate_passes(mlp: dict[str, Any], io_dtype: 
 @needs_tf
 @pytest.mark.slow
 def test_keep_float_layers_says_when_it_cannot(mlp: dict[str, Any]) -> None:
-    from converter.debugger import keep_float_layers_until, layer_errors
+    from edgefleet.converter.debugger import keep_float_layers_until, layer_errors
 
     factory, calib_x = _factory(mlp["outlier"]), mlp["splits"]["calib"][0]
     ranking = layer_errors(factory, calib_x, samples=50)
@@ -265,9 +265,9 @@ def test_convert_keeps_the_broken_layer_in_float_to_pass_the_gate(
         mlp: dict[str, Any], tmp_path: Any) -> None:
     """`convert --max-accuracy-drop 0.5 --keep-float-layers auto` end to end: fails without
     the option, passes with it, and says which layer stayed in float."""
-    from agent.signing import generate_keypair
-    from converter.build import convert
-    from converter.gate import GateError
+    from edgefleet.converter.build import convert
+    from edgefleet.converter.gate import GateError
+    from edgefleet.protocol.signing import generate_keypair
 
     splits = mlp["splits"]
     model_path = tmp_path / "outlier.keras"

@@ -17,13 +17,13 @@ pytest.importorskip("tensorflow")
 
 import keras
 
-from converter.errors import ConversionError
-from converter.prune import PruneOptions, PruneResult, prune
-from converter.prune_keras3 import PolynomialSchedule, m_by_n_mask, magnitude_mask
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.prune import PruneOptions, PruneResult, prune
+from edgefleet.converter.prune_keras3 import PolynomialSchedule, m_by_n_mask, magnitude_mask
 
 
 def _tfmot() -> Any:
-    from converter.prune_tfmot import tfmot
+    from edgefleet.converter.prune_tfmot import tfmot
 
     return tfmot()
 
@@ -47,7 +47,7 @@ def _max_nonzeros_per_block(kernel: np.ndarray, n: int) -> int:
 
 @pytest.fixture(scope="module")
 def splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from converter.digits import digits_splits
+    from edgefleet.converter.digits import digits_splits
 
     return digits_splits(seed=0)
 
@@ -228,7 +228,7 @@ def test_tfmot_reaches_sparsity_and_strips(tf_keras_trained: Any, splits: dict) 
     result = prune(model, *splits["train"], PruneOptions(target_sparsity=0.75, epochs=3))
     assert result.framework == "tfmot"
     assert isinstance(result.model, tf_keras.Model)
-    from converter.prune_tfmot import has_pruning_wrappers
+    from edgefleet.converter.prune_tfmot import has_pruning_wrappers
 
     assert not has_pruning_wrappers(result.model)
     assert list(result.layer_sparsity) == _kernel_layers(model)
@@ -341,7 +341,7 @@ def int8_files(trained: keras.Model, pruned80: PruneResult, splits: dict) -> dic
 def test_pruned_int8_runs_and_zips_smaller(
     int8_files: dict[str, bytes], pruned80: PruneResult, splits: dict
 ) -> None:
-    from agent.runtime import TFLiteModel
+    from edgefleet.runtime import TFLiteModel
 
     x_eval, y_eval = splits["eval"]
     outputs, _ = TFLiteModel(int8_files["pruned"]).predict(x_eval)
@@ -375,6 +375,6 @@ def test_sparse_format_int8_converts_and_runs_on_builtin_kernels(
     "(cf. tensorflow/tensorflow#60762); agent.runtime.TFLiteModel cannot turn the delegate off",
 )
 def test_sparse_format_int8_in_tflitemodel(int8_files: dict[str, bytes], splits: dict) -> None:
-    from agent.runtime import TFLiteModel
+    from edgefleet.runtime import TFLiteModel
 
     TFLiteModel(int8_files["pruned-sparse-format"]).predict(splits["eval"][0][:4])

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.runtime import TFLiteModel
-from converter.errors import ConversionError
-from converter.quantize import MODES, QuantOptions, quantize
-from converter.sources import ModelSource
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.quantize import MODES, QuantOptions, quantize
+from edgefleet.converter.sources import ModelSource
+from edgefleet.runtime import TFLiteModel
 
 if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
@@ -91,8 +91,8 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import tensorflow as tf
     import tf_keras
 
-    from converter.digits import digits_splits
-    from converter.sources import source_from_keras
+    from edgefleet.converter.digits import digits_splits
+    from edgefleet.converter.sources import source_from_keras
 
     folder = tmp_path_factory.mktemp("formats")
     splits = digits_splits(seed=0)
@@ -123,7 +123,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def converted(model_files: dict[str, Any]) -> Any:
     """convert(format, mode, **options) -> TFLite bytes, cached per module."""
-    from converter.sources import load_model_source
+    from edgefleet.converter.sources import load_model_source
 
     sources: dict[str, ModelSource] = {}
     cache: dict[tuple[Any, ...], bytes] = {}
@@ -150,7 +150,7 @@ def _agreement(model_bytes: bytes, files: dict[str, Any]) -> float:
 
 
 def _tensor_types(model_bytes: bytes) -> set[str]:
-    from agent.runtime import find_runtime
+    from edgefleet.runtime import find_runtime
 
     interpreter = find_runtime("auto").interpreter(model_content=model_bytes)
     return {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
@@ -159,7 +159,7 @@ def _tensor_types(model_bytes: bytes) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_loads_with_its_kind(fmt: str, model_files: dict[str, Any], converted: Any) -> None:
-    from converter.sources import load_model_source
+    from edgefleet.converter.sources import load_model_source
 
     source = load_model_source(model_files["paths"][fmt])
     expected = {"keras": "keras", "h5": "tf_keras", "saved_model": "saved_model",
@@ -237,7 +237,7 @@ def test_calibration_progress_is_reported(model_files: dict[str, Any], converted
 
 @pytest.mark.slow
 def test_per_tensor_and_float_nodes(model_files: dict[str, Any], converted: Any) -> None:
-    from agent.runtime import find_runtime
+    from edgefleet.runtime import find_runtime
 
     per_tensor = converted("keras", "int8", per_channel=False)
     assert per_tensor != converted("keras", "int8")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.data import Preprocess, load_dataset
-from converter.errors import ConversionError
+from edgefleet.converter.data import Preprocess, load_dataset
+from edgefleet.converter.errors import ConversionError
 
 if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
@@ -120,7 +120,7 @@ def test_image_folder_needs_a_size_and_images(tmp_path: Path) -> None:
 
 
 def test_model_file_errors(tmp_path: Path) -> None:
-    from converter.sources import load_model_source
+    from edgefleet.converter.sources import load_model_source
 
     with pytest.raises(ConversionError, match=r"does not exist; supported inputs: \.keras"):
         load_model_source(tmp_path / "nope.keras")
@@ -152,7 +152,7 @@ def test_op_without_tflite_kernel_is_named_with_its_layer() -> None:
     import keras
     import tensorflow as tf
 
-    from converter.sources import source_from_keras
+    from edgefleet.converter.sources import source_from_keras
 
     inp = keras.Input((4, 4))
     # MatrixInverse has no TFLite builtin kernel (it would need TF Select / flex)
@@ -172,7 +172,7 @@ def test_op_without_tflite_kernel_is_named_with_its_layer() -> None:
 def test_several_inputs_and_dynamic_shapes_are_refused() -> None:
     import keras
 
-    from converter.sources import source_from_keras
+    from edgefleet.converter.sources import source_from_keras
 
     a, b = keras.Input((4,)), keras.Input((4,))
     with pytest.raises(ConversionError, match="has 2 inputs; only single-input models"):
@@ -188,7 +188,7 @@ def test_several_inputs_and_dynamic_shapes_are_refused() -> None:
 def test_saved_model_without_serving_signature(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from converter.sources import load_model_source
+    from edgefleet.converter.sources import load_model_source
 
     class Doubler(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
@@ -204,9 +204,9 @@ def test_saved_model_without_serving_signature(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tflite_source_must_be_float(tmp_path: Path) -> None:
-    from agent.runtime import TFLiteModel
-    from converter.quantize import QuantOptions, quantize
-    from converter.sources import load_model_source, source_from_keras
+    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.sources import load_model_source, source_from_keras
+    from edgefleet.runtime import TFLiteModel
 
     keras_source = source_from_keras(_tiny_keras())
     (tmp_path / "float.tflite").write_bytes(keras_source.float_tflite())

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from devices.board import board_model, board_profile
-from devices.thermal import hottest, read_thermal_zones
+from edgefleet.devices.board import board_model, board_profile
+from edgefleet.devices.thermal import hottest, read_thermal_zones
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

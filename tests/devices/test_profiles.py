@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devices.profiles import Profile, ProfileError, list_profiles, load_profile, parse_profile
+from edgefleet.devices.profiles import Profile, ProfileError, list_profiles, load_profile, parse_profile
 
 BOARDS = ("rpi4", "rpi5", "coral-usb", "coral-devboard", "imx8mp-npu", "generic-x86_64", "generic-aarch64")
 
@@ -34,7 +34,7 @@ def test_profile_loads(name):
 
 
 def test_board_detection_names_are_profiles():
-    from devices.board import board_profile
+    from edgefleet.devices.board import board_profile
 
     for model in ("Raspberry Pi 5 Model B Rev 1.0", "Raspberry Pi 4 Model B Rev 1.4", "Coral Dev Board",
                   "NXP i.MX8MPlus EVK board"):

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent import messages
-from agent.bundle import open_bundle, write_bundle
-from agent.delivery import build_transfer_manifest
-from agent.signing import TrustStore
-from agent.topics import Topics
-from fleet.connection import close, connect
-from fleet.infer_client import InferenceFailed, MqttInferClient
+from edgefleet.fleet.connection import close, connect
+from edgefleet.fleet.infer_client import InferenceFailed, MqttInferClient
+from edgefleet.protocol import messages
+from edgefleet.protocol.bundle import open_bundle, write_bundle
+from edgefleet.protocol.delivery import build_transfer_manifest
+from edgefleet.protocol.signing import TrustStore
+from edgefleet.protocol.topics import Topics
 from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli, run_cli
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.topics import Topics
+from edgefleet.protocol.topics import Topics
 from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli
 
 pytestmark = pytest.mark.slow
@@ -16,7 +16,7 @@ def test_float16_dynamic_and_16x8_bundles_activate_and_agree_with_float(tmp_path
                                                                         digits):
     import keras
 
-    from converter.build import convert
+    from edgefleet.converter.build import convert
 
     data = np.load(digits.eval)
     x = data["x"]

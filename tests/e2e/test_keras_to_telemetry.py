@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from agent.topics import Topics
-from fleet.connection import close, connect
-from fleet.infer_client import MqttInferClient
+from edgefleet.fleet.connection import close, connect
+from edgefleet.fleet.infer_client import MqttInferClient
+from edgefleet.protocol.topics import Topics
 from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli, run_cli
 
 pytestmark = pytest.mark.slow

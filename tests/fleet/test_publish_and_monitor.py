@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from agent import messages
-from agent.bundle import write_bundle
-from agent.delivery import parse_transfer_manifest
-from agent.signing import TrustStore
-from agent.topics import Topics
-from fleet.connection import BrokerError, close, connect
-from fleet.monitor import FleetView
-from fleet.publish import publish_bundle
+from edgefleet.fleet.connection import BrokerError, close, connect
+from edgefleet.fleet.monitor import FleetView
+from edgefleet.fleet.publish import publish_bundle
+from edgefleet.protocol import messages
+from edgefleet.protocol.bundle import write_bundle
+from edgefleet.protocol.delivery import parse_transfer_manifest
+from edgefleet.protocol.signing import TrustStore
+from edgefleet.protocol.topics import Topics
 from tests.support import Watcher
 
 
@@ -68,7 +68,7 @@ def test_publish_refuses_bad_target_ids(broker, prefix, keypair, bundle_file):
 
 
 def test_unreachable_broker_error_says_what_to_do():
-    from fleet.broker import free_port
+    from edgefleet.fleet.broker import free_port
 
     with pytest.raises(BrokerError, match=r"cannot reach the MQTT broker.*--broker"):
         connect(f"127.0.0.1:{free_port()}", "test", timeout=2)
@@ -92,7 +92,7 @@ def test_monitor_view_summarises_and_ignores_garbage():
 def test_monitor_table_shows_markup_and_odd_ids_as_text():
     from rich.console import Console
 
-    from fleet.monitor import render_table
+    from edgefleet.fleet.monitor import render_table
 
     view = FleetView(Topics("p"))
     view.handle("p/devices/[bold]pi/status", messages.status_payload("online"))
@@ -106,7 +106,7 @@ def test_monitor_table_shows_markup_and_odd_ids_as_text():
 
 
 def test_publish_refuses_a_damaged_bundle(broker, prefix, keypair, bundle_file):
-    from agent.bundle import BundleError
+    from edgefleet.protocol.bundle import BundleError
 
     data = bytearray(bundle_file.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -120,7 +120,7 @@ def test_publish_refuses_a_damaged_bundle(broker, prefix, keypair, bundle_file):
 
 
 def test_monitor_snapshot_is_not_marked_disconnected_by_its_own_clean_close(broker, prefix):
-    from fleet.monitor import collect
+    from edgefleet.fleet.monitor import collect
 
     client = connect(broker.address, "test")
     try:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.signing import SignatureError, SigningKey, TrustStore, canonical_json
+from edgefleet.protocol.signing import SignatureError, SigningKey, TrustStore, canonical_json
 
 FORMAT = "edgefleet.transfer/1"
 DEFAULT_CHUNK_SIZE = 64 * 1024

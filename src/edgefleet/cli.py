@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from agent import __version__
+from edgefleet import __version__
 
 DEFAULT_BROKER = "localhost:1883"
 DEFAULT_KEY = "keys/signing.key"
@@ -75,7 +75,7 @@ def keys() -> None:
 def keys_generate(folder: Path, name: str, as_json: bool) -> None:
     """Write NAME.key (private, keep it secret) and NAME.pub (copy to each agent's trust folder)."""
     need("device", "cryptography")
-    from agent.signing import SigningKey, generate_keypair
+    from edgefleet.protocol.signing import SigningKey, generate_keypair
 
     try:
         private, public = generate_keypair(folder, name)
@@ -95,7 +95,7 @@ def keys_generate(folder: Path, name: str, as_json: bool) -> None:
 def keys_list(folder: Path, as_json: bool) -> None:
     """The public keys in FOLDER (an agent's trust folder, for example) and their ids."""
     need("device", "cryptography")
-    from agent.signing import SignatureError, TrustStore
+    from edgefleet.protocol.signing import SignatureError, TrustStore
 
     try:
         store = TrustStore.from_folder(folder)
@@ -179,8 +179,8 @@ def convert(model: Path, calib: Path, eval_path: Path | None, train_path: Path |
     show = not (quiet or as_json)
     # TensorFlow's C++ log lines are shown only if the conversion fails unexpectedly
     with ProgressBars(show) as bars, quiet_native_output(expected=(click.ClickException,)):
-        from converter.build import convert as run_convert
-        from converter.errors import ConversionError
+        from edgefleet.converter.build import convert as run_convert
+        from edgefleet.converter.errors import ConversionError
 
         try:
             result = run_convert(
@@ -270,9 +270,9 @@ def distill(teacher: Path, student_path: Path | None, width: float | None, train
                                  param_hint="--out")
     show = not (quiet or as_json)
     with ProgressBars(show) as bars, quiet_native_output(expected=(click.ClickException,)):
-        from converter.distill import DistillOptions
-        from converter.distill_files import distill_files
-        from converter.errors import ConversionError
+        from edgefleet.converter.distill import DistillOptions
+        from edgefleet.converter.distill_files import distill_files
+        from edgefleet.converter.errors import ConversionError
 
         try:
             figures = distill_files(
@@ -342,12 +342,12 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
             chunk_size: int, broker: str, prefix: str, as_json: bool) -> None:
     """Put BUNDLE on the broker as retained chunks and set the desired state."""
     need("device", "paho.mqtt")
-    from agent.bundle import BundleError
-    from agent.delivery import DeliveryError
-    from agent.signing import SignatureError, SigningKey
-    from agent.topics import Topics
-    from fleet.connection import BrokerError, close, connect
-    from fleet.publish import PublishError, publish_bundle
+    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.publish import PublishError, publish_bundle
+    from edgefleet.protocol.bundle import BundleError
+    from edgefleet.protocol.delivery import DeliveryError
+    from edgefleet.protocol.signing import SignatureError, SigningKey
+    from edgefleet.protocol.topics import Topics
 
     if not devices and not groups:
         click.echo("note: no --device or --group given; the bundle is stored on the broker "
@@ -398,10 +398,10 @@ def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, a
     need("device", "paho.mqtt")
     import numpy as np
 
-    from agent.messages import MAX_INFER_REQUEST_BYTES
-    from agent.topics import Topics, check_id
-    from fleet.connection import BrokerError, close, connect
-    from fleet.infer_client import InferenceFailed, MqttInferClient
+    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.infer_client import InferenceFailed, MqttInferClient
+    from edgefleet.protocol.messages import MAX_INFER_REQUEST_BYTES
+    from edgefleet.protocol.topics import Topics, check_id
 
     try:
         check_id("device", device)
@@ -444,14 +444,14 @@ def agent() -> None:
 
 @agent.command("run")
 @click.option("--config", "config_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="agent.toml")
+              type=click.Path(dir_okay=False, path_type=Path), help="edgefleet.agent.toml")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def agent_run(config_path: Path, log_level: str) -> None:
     """Follow the desired state, install bundles, serve inference, report telemetry."""
     need("device", "paho.mqtt", "psutil", "cryptography")
-    from agent.config import ConfigError, load_config
-    from agent.daemon import Agent, AgentStartError
+    from edgefleet.agent.config import ConfigError, load_config
+    from edgefleet.agent.daemon import Agent, AgentStartError
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -473,9 +473,9 @@ def agent_run(config_path: Path, log_level: str) -> None:
 def monitor(broker: str, prefix: str, once: bool, wait: float, as_json: bool) -> None:
     """A live table of the devices: status, model, latency, CPU, memory, temperature."""
     need("fleet", "rich")
-    from agent.topics import Topics
-    from fleet.connection import BrokerError, close, connect
-    from fleet.monitor import collect, render_table, snapshot_json, watch
+    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.monitor import collect, render_table, snapshot_json, watch
+    from edgefleet.protocol.topics import Topics
 
     if as_json and not once:
         raise click.UsageError("--json goes with --once")

@@ -68,17 +68,17 @@ def _wait_reported(view: Any, predicate: Any, timeout: float, seen: list[str]) -
 
 
 def run_demo(workdir: Path | None, n_requests: int) -> int:
-    from agent.signing import SigningKey, generate_keypair
-    from agent.topics import Topics
-    from fleet.broker import EmbeddedBroker, free_port
-    from fleet.connection import close, connect
-    from fleet.infer_client import MqttInferClient
-    from fleet.monitor import FleetView, attach, render_table
-    from fleet.publish import publish_bundle
+    from edgefleet.fleet.broker import EmbeddedBroker, free_port
+    from edgefleet.fleet.connection import close, connect
+    from edgefleet.fleet.infer_client import MqttInferClient
+    from edgefleet.fleet.monitor import FleetView, attach, render_table
+    from edgefleet.fleet.publish import publish_bundle
+    from edgefleet.protocol.signing import SigningKey, generate_keypair
+    from edgefleet.protocol.topics import Topics
 
     with quiet_native_output():  # TensorFlow greets every import with C++ log lines
-        from converter.build import convert
-        from converter.digits import write_digits_files
+        from edgefleet.converter.build import convert
+        from edgefleet.converter.digits import write_digits_files
 
     began = time.monotonic()
     folder = workdir or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
@@ -113,13 +113,13 @@ def run_demo(workdir: Path | None, n_requests: int) -> int:
         t = step(4, "Starting an embedded MQTT broker (amqtt) and the agent in its own process")
         broker = EmbeddedBroker().start()
         http_port = free_port()
-        config = folder / "agent" / "agent.toml"
+        config = folder / "agent" / "edgefleet.agent.toml"
         config.write_text(
             f'device_id = "{DEVICE}"\nstate_dir = "{folder / "agent" / "state"}"\n'
             f'trust_dir = "{trust}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
             f'prefix = "{PREFIX}"\n[serve]\nhttp = "127.0.0.1:{http_port}"\n'
             "[telemetry]\ninterval_s = 1.0\n")
-        log = (folder / "agent" / "agent.log").open("wb")
+        log = (folder / "agent" / "edgefleet.agent.log").open("wb")
         agent_proc = subprocess.Popen([sys.executable, "-m", "edgefleet", "agent", "run",
                                        "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
         topics = Topics(PREFIX)
@@ -174,7 +174,7 @@ def run_demo(workdir: Path | None, n_requests: int) -> int:
         return 0
     except Exception as exc:
         console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {exc}")
-        log_path = folder / "agent" / "agent.log"
+        log_path = folder / "agent" / "edgefleet.agent.log"
         if log_path.exists():
             console.print(f"agent log ({log_path}):\n{log_path.read_text()[-3000:]}")
         return 1

@@ -11,14 +11,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from agent.bundle import BundleError, open_bundle, read_manifest_unverified
-from agent.signing import SignatureError, TrustStore
+from edgefleet.protocol.bundle import BundleError, open_bundle, read_manifest_unverified
+from edgefleet.protocol.signing import SignatureError, TrustStore
 
 
 def analyse_model(data: bytes) -> dict[str, Any]:
-    from agent.tflite_graph import read_graph
-    from converter.edgetpu import check_edgetpu, check_npu
-    from converter.xnnpack_sparse import check_xnnpack_sparse
+    from edgefleet.converter.edgetpu import check_edgetpu, check_npu
+    from edgefleet.converter.xnnpack_sparse import check_xnnpack_sparse
+    from edgefleet.tflite_graph import read_graph
 
     try:
         graph = read_graph(data)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.signing import SignatureError, SigningKey, TrustStore
+from edgefleet.protocol.signing import SignatureError, SigningKey, TrustStore
 
 FORMAT = "edgefleet.bundle/1"
 MANIFEST = "manifest.json"

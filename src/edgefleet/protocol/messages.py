@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.topics import check_id
+from edgefleet.protocol.topics import check_id
 
 DESIRED = "edgefleet.desired/1"
 REPORTED = "edgefleet.reported/1"

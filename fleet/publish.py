@@ -11,7 +11,8 @@ import paho.mqtt.client as mqtt
 
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import check_contents
-from edgefleet.protocol.delivery import DEFAULT_CHUNK_SIZE, build_transfer_manifest
+from edgefleet.protocol.delivery import build_transfer_manifest
+from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE
 from edgefleet.protocol.signing import SigningKey
 from edgefleet.protocol.topics import Topics, check_id
 

@@ -74,3 +74,25 @@ def test_publish_without_key_says_how_to_make_one(tmp_path, keys):
     result = CliRunner().invoke(main, ["publish", str(path), "--device", "d", "--key",
                                        str(tmp_path / "none.key")])
     assert result.exit_code != 0 and "edgefleet keys generate" in result.output
+
+
+def test_publish_chunk_size_outside_the_broker_safe_range_is_a_usage_error(tmp_path, keys):
+    path = tmp_path / "b.efb"
+    write_bundle(path, {"name": "toy", "version": "1", "model": {"file": "model.tflite"}},
+                 {"model.tflite": b"m", "golden.npz": b"g"}, keys.key)
+    for size in ("10", "999999"):
+        result = CliRunner().invoke(main, ["publish", str(path), "--device", "d", "--chunk-size", size,
+                                           "--key", str(keys.private), "--broker", "127.0.0.1:1"])
+        assert result.exit_code == 2, result.output  # refused by click, before any connection
+        assert "1024<=x<=122880" in result.output
+
+
+def test_monitor_json_without_once_is_a_usage_error_even_without_the_fleet_extra(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "rich" else real_find_spec(name, *a))
+    result = CliRunner().invoke(main, ["monitor", "--json"])
+    assert result.exit_code == 2 and "--json goes with --once" in result.output
+    assert "extra" not in result.output

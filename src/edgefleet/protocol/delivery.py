@@ -13,13 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from edgefleet.protocol.signing import SignatureError, SigningKey, TrustStore, canonical_json
 
 FORMAT = "edgefleet.transfer/1"
-DEFAULT_CHUNK_SIZE = 64 * 1024
-# Below every common broker limit (AWS IoT Core 128 KB) with room for MQTT headers.
-MAX_CHUNK_SIZE = 120 * 1024
-MIN_CHUNK_SIZE = 1024
 
 
 class DeliveryError(Exception):

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.protocol.topics import check_id
 
 DESIRED = "edgefleet.desired/1"
 REPORTED = "edgefleet.reported/1"
 TELEMETRY = "edgefleet.telemetry/1"
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_STOPPED = "online", "offline", "stopped"
-MAX_INFER_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 class MessageError(ValueError):

@@ -1,0 +1,35 @@
+"""`edgefleet agent run`: the on-device daemon."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from edgefleet.cli.common import need
+
+
+@click.group()
+def agent() -> None:
+    """The on-device daemon."""
+
+
+@agent.command("run")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="edgefleet.agent.toml")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def agent_run(config_path: Path, log_level: str) -> None:
+    """Follow the desired state, install bundles, serve inference, report telemetry."""
+    need("device", "paho.mqtt", "psutil", "cryptography")
+    from edgefleet.agent.config import ConfigError, load_config
+    from edgefleet.agent.daemon import Agent, AgentStartError
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        Agent(load_config(config_path)).run()
+    except (ConfigError, AgentStartError) as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,44 @@
+"""What every sub-command shares: the extra check, JSON output, the broker options."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from typing import Any
+
+import click
+
+DEFAULT_BROKER = "localhost:1883"
+DEFAULT_KEY = "keys/signing.key"
+
+
+def need(extra: str, *modules: str) -> None:
+    """Fail with an install hint when a module of an optional extra is missing.
+
+    find_spec looks without importing: TensorFlow alone takes seconds to import.
+    """
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a missing parent package, e.g. paho for paho.mqtt
+            found = False
+        if not found:
+            raise click.ClickException(
+                f"this command needs the '{extra}' extra ({name} is missing): "
+                f"pip install 'edgefleet[{extra}]'"
+            )
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+broker_option = click.option(
+    "--broker", default=lambda: os.environ.get("EDGEFLEET_BROKER", DEFAULT_BROKER),
+    show_default=f"$EDGEFLEET_BROKER or {DEFAULT_BROKER}", help="MQTT broker as HOST:PORT.")
+prefix_option = click.option(
+    "--prefix", default=lambda: os.environ.get("EDGEFLEET_PREFIX", "edgefleet"),
+    show_default="$EDGEFLEET_PREFIX or edgefleet", help="Base topic of the fleet.")
+
+

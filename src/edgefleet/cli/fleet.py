@@ -1,0 +1,157 @@
+"""`edgefleet publish`, `infer` and `monitor`: the fleet's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgefleet.cli.common import DEFAULT_KEY, broker_option, emit_json, need, prefix_option
+from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", "devices", multiple=True, help="Device id to run it (repeatable).")
+@click.option("--group", "groups", multiple=True, help="Group to run it (repeatable).")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
+              show_default=True, help="Private key that signs the transfer manifest.")
+@click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True,
+              type=click.IntRange(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
+              help="Bytes per retained chunk (1 KiB to 120 KiB, below every common broker's limit).")
+@broker_option
+@prefix_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key: Path,
+            chunk_size: int, broker: str, prefix: str, as_json: bool) -> None:
+    """Put BUNDLE on the broker as retained chunks and set the desired state."""
+    need("device", "paho.mqtt")
+    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.publish import PublishError, publish_bundle
+    from edgefleet.protocol.bundle import BundleError
+    from edgefleet.protocol.delivery import DeliveryError
+    from edgefleet.protocol.signing import SignatureError, SigningKey
+    from edgefleet.protocol.topics import Topics
+
+    if not devices and not groups:
+        click.echo("note: no --device or --group given; the bundle is stored on the broker "
+                   "but no device is told to run it", err=True)
+    try:
+        signing_key = SigningKey.load(key)
+        client = connect(broker, "publish")
+    except (SignatureError, BrokerError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if as_json:
+            result = publish_bundle(client, Topics(prefix), bundle, signing_key, devices, groups,
+                                    chunk_size)
+        else:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("publishing chunks", total=None)
+                result = publish_bundle(
+                    client, Topics(prefix), bundle, signing_key, devices, groups, chunk_size,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (BundleError, DeliveryError, PublishError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        close(client)
+    if result.bundle_signed_by != signing_key.key_id:
+        click.echo(f"note: the bundle is signed by key {result.bundle_signed_by}, the transfer by "
+                   f"{signing_key.key_id}; devices must trust both", err=True)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        targets = [f"device {d}" for d in devices] + [f"group {g}" for g in groups]
+        click.echo(f"published {result.bundle_id}: {result.bundle_bytes} bytes in {result.chunks} "
+                   f"chunk(s) in {result.seconds:.2f} s; desired for {', '.join(targets) or 'nobody'}")
+
+
+@click.command()
+@click.argument("inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", required=True, help="Device id to ask.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds to wait.")
+@broker_option
+@prefix_option
+@click.option("--json", "as_json", is_flag=True, help="Print the device's whole answer as JSON.")
+def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, as_json: bool) -> None:
+    """Ask DEVICE over MQTT to run its active model on INPUTS (.npy: one sample or a batch)."""
+    need("device", "paho.mqtt")
+    import numpy as np
+
+    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.infer_client import InferenceFailed, MqttInferClient
+    from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
+    from edgefleet.protocol.topics import Topics, check_id
+
+    try:
+        check_id("device", device)
+        x = np.load(inputs, allow_pickle=False)
+    except ValueError as exc:
+        raise click.ClickException(str(exc) if "device id" in str(exc)
+                                   else f"{inputs} is not a readable .npy array: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise click.ClickException(f"{inputs} is not a readable .npy array: {exc}") from None
+    if not isinstance(x, np.ndarray):
+        raise click.ClickException(f"{inputs} holds several arrays (.npz); give one array as .npy")
+    # base64 grows the array by a third; past the agent's limit the request would be refused
+    if x.nbytes * 4 // 3 + 1024 > MAX_INFER_REQUEST_BYTES:
+        raise click.ClickException(
+            f"{x.nbytes:,} bytes of inputs exceed what one MQTT request may carry "
+            f"({MAX_INFER_REQUEST_BYTES:,} bytes after base64); split the batch or use the local API")
+    try:
+        client = connect(broker, "infer")
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        answer = MqttInferClient(client, Topics(prefix), device).infer(x, timeout)
+    except InferenceFailed as exc:
+        raise click.ClickException(f"device {device}: {exc}") from None
+    finally:
+        close(client)
+    if as_json:
+        emit_json(answer)
+    else:
+        click.echo(f"{answer['bundle_id']}: top-1 {answer['top1']} "
+                   f"(invoke {', '.join(f'{ms:.3f}' for ms in answer['latency_ms'][:8])} ms"
+                   f"{' ...' if len(answer['latency_ms']) > 8 else ''})")
+
+
+
+
+@click.command()
+@broker_option
+@prefix_option
+@click.option("--once", is_flag=True, help="Print one snapshot and exit.")
+@click.option("--wait", default=12.0, show_default=True, type=float,
+              help="With --once: listen this long at most (stops early when every online "
+                   "device has sent telemetry).")
+@click.option("--json", "as_json", is_flag=True, help="With --once: print the snapshot as JSON.")
+def monitor(broker: str, prefix: str, once: bool, wait: float, as_json: bool) -> None:
+    """A live table of the devices: status, model, latency, CPU, memory, temperature."""
+    if as_json and not once:  # a usage error first: it holds whatever is installed
+        raise click.UsageError("--json goes with --once")
+    need("fleet", "rich")
+    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.monitor import collect, render_table, snapshot_json, watch
+    from edgefleet.protocol.topics import Topics
+
+    try:
+        client = connect(broker, "monitor")
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if not once:
+            watch(client, Topics(prefix))
+            return
+        view = collect(client, Topics(prefix), wait)
+    finally:
+        close(client)
+    if as_json:
+        click.echo(snapshot_json(view))
+    else:
+        from rich.console import Console
+
+        Console().print(render_table(view))

@@ -44,6 +44,8 @@ class ServeSettings:
     # "127.0.0.1:PORT", "unix:/path/to.sock", or "" for no local API
     http: str = "127.0.0.1:8470"
     mqtt: bool = True
+    # MQTT inference requests queued or running at once; more are answered `busy`
+    mqtt_max_pending: int = 32
 
 
 @dataclass
@@ -143,6 +145,7 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
         (math.isfinite(cfg.delivery.manifest_timeout_s) and cfg.delivery.manifest_timeout_s > 0,
          "[delivery] manifest_timeout_s must be above 0"),
         (cfg.delivery.max_bad_chunks >= 1, "[delivery] max_bad_chunks must be at least 1"),
+        (cfg.serve.mqtt_max_pending >= 1, "[serve] mqtt_max_pending must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from edgefleet.protocol import messages
+from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.runtime import InputError
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = messages.MAX_INFER_REQUEST_BYTES
+MAX_BODY_BYTES = MAX_INFER_REQUEST_BYTES
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
 
 
@@ -88,7 +89,11 @@ def _handler(api: LocalApi, tcp: bool) -> type[BaseHTTPRequestHandler]:
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
-                self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
+                length = -1
+            if length < 0:  # rfile.read(-1) would read until EOF, past the size limit
+                self._send(HTTPStatus.LENGTH_REQUIRED,
+                           {"error": "Content-Length is required (a number of bytes, 0 or more)"})
+                self.close_connection = True
                 return
             if length > MAX_BODY_BYTES:
                 self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,

@@ -49,8 +49,10 @@ def _json_object(payload: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
-def status_payload(state: str) -> bytes:
-    return dumps({"state": state, "ts": time.time()})
+def status_payload(state: str, stamped: bool = True) -> bytes:
+    """`{"state", "ts"}`; the last will is not STAMPED: the broker sends it later, when it
+    notices the device has gone, so any time in it would be the connect time."""
+    return dumps({"state": state, "ts": time.time()} if stamped else {"state": state})
 
 
 def desired_payload(bundle_id: str, set_by: str = "edgefleet publish") -> bytes:
@@ -138,11 +140,15 @@ def inputs_from_json(obj: dict[str, Any]) -> np.ndarray:
     return array
 
 
-def response_payload(transaction: str | None, data: Any = None, error: str | None = None) -> bytes:
-    """zigbee2mqtt-style answer: {status, data, error, transaction}."""
+def response_payload(transaction: str | None, data: Any = None, error: str | None = None,
+                     code: str | None = None) -> bytes:
+    """zigbee2mqtt-style answer: {status, data, error, transaction}; CODE names an error
+    a client handles by itself (`busy`: retry later)."""
     body: dict[str, Any] = {"status": "error" if error else "ok", "data": data if not error else None}
     if error:
         body["error"] = error
+    if code:
+        body["code"] = code
     if transaction is not None:
         body["transaction"] = transaction
     return dumps(body)

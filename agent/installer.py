@@ -1,0 +1,157 @@
+"""Verify, self-test, activate: turn the bytes of a bundle into the model that serves.
+
+Every way an install can fail ends in `InstallFailed` with the stage and a reason an
+operator can act on; that includes any `OSError` (a full disk, a read-only store), so
+that `reported` never stays at `verifying` or `self-testing`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgefleet.agent.config import RuntimeSettings
+from edgefleet.agent.selftest import SelfTestResult, run_selftest
+from edgefleet.agent.store import Store
+from edgefleet.protocol.bundle import Bundle, BundleError, open_bundle, sha256_hex
+from edgefleet.protocol.delivery import bundle_id_for
+from edgefleet.protocol.signing import SignatureError, TrustStore
+from edgefleet.runtime import RuntimeLoadError, TFLiteModel
+
+log = logging.getLogger("edgefleet.agent")
+
+
+class InstallFailed(Exception):
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage, self.reason = stage, reason
+
+
+@dataclass
+class ServingModel:
+    bundle_id: str
+    bundle: Bundle
+    model: TFLiteModel
+    activated_at: float
+    selftest: SelfTestResult
+
+    def info(self) -> dict[str, Any]:
+        return {"bundle_id": self.bundle_id, "name": self.bundle.name,
+                "version": self.bundle.version, "activated_at": self.activated_at}
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {"name": self.model.runtime.name, "version": self.model.runtime.version}
+
+
+@dataclass(frozen=True)
+class StartupProblem:
+    bundle_id: str
+    reason: str
+
+
+class Installer:
+    def __init__(self, store: Store, trust: Callable[[], TrustStore], runtime: RuntimeSettings,
+                 clock: Callable[[], float] = time.time):
+        self.store, self._trust, self.runtime, self._clock = store, trust, runtime, clock
+
+    def load(self, bundle_id: str, bundle: Bundle) -> ServingModel:
+        """Load on the configured runtime and delegate and run the golden self-test (its
+        first invoke is the model's cold start). Raises RuntimeLoadError."""
+        rt = self.runtime
+        model = TFLiteModel(bundle.model_bytes, runtime=rt.runtime, delegate=rt.delegate,
+                            num_threads=rt.num_threads or None, delegate_options=rt.delegate_options,
+                            allow_cpu_fallback=rt.allow_cpu_fallback)
+        return ServingModel(bundle_id, bundle, model, self._clock(), run_selftest(model, bundle))
+
+    def install(self, bundle_id: str, data: bytes, stored: Bundle | None = None,
+                on_stage: Callable[[str], None] = lambda stage: None) -> ServingModel:
+        """Verify, store, self-test and activate DATA; return the model to serve.
+
+        STORED: DATA came from the store and was opened there already, so it is neither
+        opened nor written again. A bundle that fails its self-test is removed again.
+        """
+        on_stage("verifying")
+        try:
+            bundle = stored or open_bundle(data, self._trust())
+            expected = bundle_id_for(bundle.name, bundle.version, sha256_hex(data))
+            if expected != bundle_id:
+                raise BundleError(f"bundle content is {expected}, not {bundle_id}")
+        except (BundleError, SignatureError) as exc:
+            raise InstallFailed("verify", str(exc)) from None
+        if stored is None:
+            try:
+                self.store.install(bundle_id, data)
+            except OSError as exc:
+                raise InstallFailed("install", f"cannot store the bundle in {self.store.bundles}: "
+                                    f"{exc}") from None
+        on_stage("self-testing")
+        try:
+            serving = self.load(bundle_id, bundle)
+        except RuntimeLoadError as exc:
+            self._drop(bundle_id)
+            raise InstallFailed("self-test", str(exc)) from None
+        if not serving.selftest.passed:
+            self._drop(bundle_id)
+            raise InstallFailed("self-test", f"golden self-test failed: {serving.selftest.reason}")
+        try:
+            self.store.set_active(bundle_id)
+        except OSError as exc:
+            raise InstallFailed("activate", f"cannot record the active bundle in {self.store.root}: "
+                                f"{exc}") from None
+        return serving
+
+    def restore(self) -> tuple[ServingModel | None, list[StartupProblem]]:
+        """What was active before a restart, checked again; else the previous bundle.
+
+        A stored bundle that is damaged is removed, so that publishing it again downloads
+        a good copy.
+        """
+        problems: list[StartupProblem] = []
+        record = self.store.active_record()
+        for key in ("active", "previous"):
+            bundle_id = record.get(key)
+            data = self.store.installed(bundle_id) if isinstance(bundle_id, str) else None
+            if bundle_id is None or data is None:
+                continue
+            try:
+                bundle = open_bundle(data, self._trust())
+            except (BundleError, SignatureError) as exc:
+                self.store.remove_bundle(bundle_id)
+                problems.append(StartupProblem(bundle_id, f"stored bundle unusable, removed: {exc}"))
+                continue
+            try:
+                serving = self.load(bundle_id, bundle)
+            except RuntimeLoadError as exc:
+                problems.append(StartupProblem(bundle_id, f"stored bundle does not load: {exc}"))
+                continue
+            if not serving.selftest.passed:
+                problems.append(StartupProblem(bundle_id, f"self-test failed: {serving.selftest.reason}"))
+                continue
+            if key == "previous":
+                try:
+                    self.store.fall_back_to(bundle_id)
+                except OSError as exc:
+                    problems.append(StartupProblem(bundle_id, f"cannot record the fallback: {exc}"))
+            return serving, problems
+        return None, problems
+
+    def stored_bundle(self, bundle_id: str) -> tuple[bytes, Bundle] | None:
+        """An installed copy of BUNDLE_ID that still checks out (a rollback needs no download);
+        a damaged copy is removed so that the good one on the broker is fetched."""
+        data = self.store.installed(bundle_id)
+        if data is None:
+            return None
+        try:
+            return data, open_bundle(data, self._trust())
+        except (BundleError, SignatureError) as exc:
+            log.warning("stored copy of %s is unusable (%s); downloading it again", bundle_id, exc)
+            self.store.remove_bundle(bundle_id)
+            return None
+
+    def _drop(self, bundle_id: str) -> None:
+        active = self.store.active_record().get("active")
+        if active != bundle_id:
+            self.store.remove_bundle(bundle_id)

@@ -1,0 +1,122 @@
+"""The agent's MQTT link: one paho-mqtt client with a last will, reconnection, and
+publishing that never queues without bound while the broker is away.
+
+paho's network thread only hands events over (`on_event`) and inference requests to
+their own handler (`on_request`); everything else happens on the agent's worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edgefleet.agent.config import MqttSettings
+from edgefleet.mqtt_options import disable_nagle
+from edgefleet.protocol import messages
+from edgefleet.protocol.topics import Topics
+
+log = logging.getLogger("edgefleet.agent")
+QOS = 1
+STOP_PUBLISH_TIMEOUT_S = 5.0
+
+ClientFactory = Callable[[str], mqtt.Client]
+
+
+def paho_client(client_id: str) -> mqtt.Client:
+    """MQTT 3.1.1 with a clean session: works the same on every broker."""
+    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                       protocol=mqtt.MQTTv311, clean_session=True)
+
+
+class MqttLink:
+    def __init__(self, settings: MqttSettings, topics: Topics, device_id: str,
+                 on_event: Callable[[tuple[Any, ...]], None], on_request: Callable[[str, bytes], None],
+                 request_topics: Iterable[str] = (), client_factory: ClientFactory = paho_client):
+        self.settings, self.topics, self.device_id = settings, topics, device_id
+        self._on_event, self._on_request = on_event, on_request
+        self._request_topics = set(request_topics)
+        self._stopping = False
+        self.client = client_factory(settings.client_id or f"edgefleet-agent-{device_id}")
+        # The broker publishes the will when it notices the agent is gone, at a time the agent
+        # cannot know: the will carries no timestamp (the monitor shows when it last heard
+        # from the device instead).
+        self.client.will_set(topics.status(device_id), messages.status_payload(messages.STATUS_OFFLINE,
+                                                                              stamped=False),
+                             qos=QOS, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._connected
+        self.client.on_connect_fail = self._connect_failed
+        self.client.on_disconnect = self._disconnected
+        self.client.on_message = self._message
+
+    @property
+    def connected(self) -> bool:
+        return self.client.is_connected()
+
+    def start(self) -> None:
+        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        self.client.loop_start()
+
+    # paho's network thread: hand over, never block
+    def _connected(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                   properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s:%s refused the connection: %s", self.settings.host, self.settings.port,
+                      reason_code)
+            return
+        disable_nagle(client)
+        log.info("connected to broker %s:%s", self.settings.host, self.settings.port)
+        self._on_event(("connected",))
+
+    def _connect_failed(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("cannot reach the broker at %s:%s; retrying (the local API keeps serving)",
+                    self.settings.host, self.settings.port)
+
+    def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                      properties: Any) -> None:
+        if not self._stopping:
+            log.warning("lost the broker (%s); reconnecting, downloads resume from disk", reason_code)
+
+    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic in self._request_topics:
+            self._on_request(msg.topic, bytes(msg.payload))
+        else:
+            self._on_event(("message", msg.topic, bytes(msg.payload)))
+
+    # the worker's side
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> bool:
+        """Send now or not at all: offline, paho would queue without bound. Retained state
+        is sent afresh on reconnection; telemetry taken while offline is lost (there is no
+        spool yet). Returns whether the message was handed to paho."""
+        if not self.client.is_connected():
+            return False
+        return self.client.publish(topic, payload, qos=QOS, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        wanted = [(t, QOS) for t in topics]
+        if wanted:
+            self.client.subscribe(wanted)
+
+    def unsubscribe(self, topics: Iterable[str]) -> None:
+        wanted = list(topics)
+        if wanted:
+            self.client.unsubscribe(wanted)
+
+    def stop(self) -> None:
+        """Say `stopped` (a clean stop, unlike the will's `offline`) and disconnect. Never
+        raises: shutdown goes on whatever the broker does."""
+        self._stopping = True
+        try:
+            if self.client.is_connected():
+                info = self.client.publish(self.topics.status(self.device_id),
+                                           messages.status_payload(messages.STATUS_STOPPED),
+                                           qos=QOS, retain=True)
+                info.wait_for_publish(timeout=STOP_PUBLISH_TIMEOUT_S)
+                self.client.disconnect()
+        except (RuntimeError, ValueError, OSError) as exc:  # paho raises these when the link dies now
+            log.warning("could not say 'stopped' to the broker: %s", exc)
+        finally:
+            self.client.loop_stop()

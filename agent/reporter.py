@@ -1,0 +1,103 @@
+"""What the agent tells the fleet: the retained `reported` state (what runs, the install
+in progress, the last error) and periodic telemetry (see docs/protocol.md).
+
+Progress reports are rate-limited (one a second while a download runs); state changes
+are sent at once (`force`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgefleet.agent.installer import ServingModel
+from edgefleet.agent.telemetry import InferenceStats, SystemSampler, telemetry_payload
+from edgefleet.protocol import messages
+
+log = logging.getLogger("edgefleet.agent")
+REPORT_EVERY_S = 1.0
+BUSY_STATES = ("downloading", "verifying", "self-testing")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the reporter reads from the agent at the moment it reports."""
+
+    serving: ServingModel | None
+    desired_bundle_id: str | None
+    desired_source: str | None
+    previous: str | None
+    agent: dict[str, Any]
+
+
+class Reporter:
+    def __init__(self, device_id: str, publish: Callable[[bytes], None], context: Callable[[], Context],
+                 monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.device_id = device_id
+        self._publish = publish  # sends a `reported` payload (retained)
+        self._context = context
+        self._monotonic, self._wall = monotonic, wall
+        self.install: dict[str, Any] | None = None
+        self.last_error: dict[str, Any] | None = None
+        self._last_sent = -REPORT_EVERY_S
+        self._due = False
+
+    def set_install(self, bundle_id: str, state: str, force: bool = False, **extra: Any) -> None:
+        self.install = {"bundle_id": bundle_id, "state": state, "updated_at": self._wall(), **extra}
+        self.report(force)
+
+    def clear_install(self) -> None:
+        self.install = None
+
+    def record_error(self, bundle_id: str | None, stage: str, reason: str, publish: bool = True) -> None:
+        self.last_error = {"bundle_id": bundle_id, "stage": stage, "reason": reason, "at": self._wall()}
+        if publish:
+            log.error("%s", reason)
+            self.report(force=True)
+
+    def report(self, force: bool = False) -> None:
+        now = self._monotonic()
+        if not force and now - self._last_sent < REPORT_EVERY_S:
+            self._due = True  # sent by flush() once the second is over
+            return
+        self._last_sent, self._due = now, False
+        self._publish(self.payload())
+
+    def flush(self) -> None:
+        if self._due and self._monotonic() - self._last_sent >= REPORT_EVERY_S:
+            self.report(force=True)
+
+    def state(self, serving: ServingModel | None) -> str:
+        install = self.install
+        if install and (install["state"] in BUSY_STATES or install["state"] == "failed"):
+            return str(install["state"])
+        return "active" if serving else "idle"
+
+    def payload(self) -> bytes:
+        ctx = self._context()
+        serving = ctx.serving
+        active = None
+        if serving:
+            active = {**serving.info(), "selftest": serving.selftest.as_dict(),
+                      "runtime": serving.runtime_info(), "delegate": serving.model.delegate.as_dict()}
+        return messages.dumps({
+            "schema": messages.REPORTED, "device_id": self.device_id, "ts": self._wall(),
+            "state": self.state(serving), "active": active, "install": self.install,
+            "desired": {"bundle_id": ctx.desired_bundle_id, "source": ctx.desired_source},
+            "previous": ctx.previous, "last_error": self.last_error, "agent": ctx.agent,
+        })
+
+
+def telemetry(device_id: str, interval_s: float, serving: ServingModel | None, stats: InferenceStats,
+              system: SystemSampler) -> bytes:
+    inference = stats.snapshot()
+    model = runtime = delegate = None
+    if serving:
+        model, runtime = serving.info(), serving.runtime_info()
+        delegate = serving.model.delegate.as_dict()
+        cold = serving.model.cold_start_seconds
+        inference["cold_start_ms"] = round(cold * 1000, 4) if cold is not None else None
+    return telemetry_payload(device_id, interval_s, model, runtime, delegate, inference, system.sample())

@@ -6,6 +6,7 @@ import json
 import threading
 import uuid
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,11 @@ from edgefleet.protocol.topics import Topics
 
 
 class InferenceFailed(Exception):
-    pass
+    """The device answered with an error (CODE `busy`: retry later), or did not answer."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class MqttInferClient:
@@ -46,15 +51,15 @@ class MqttInferClient:
         future: Future[dict[str, Any]] = Future()
         with self._lock:
             self._pending[tx] = future
-        payload = messages.dumps({"transaction": tx,
-                                  "inputs_npy": messages.encode_array(np.asarray(inputs, np.float32))})
+        # .npy keeps the caller's dtype: a uint8 image reaches a uint8 model as it is
+        payload = messages.dumps({"transaction": tx, "inputs_npy": messages.encode_array(np.asarray(inputs))})
         self._client.publish(self._topics.request(self._device_id, "infer"), payload, qos=1)
         try:
             body = future.result(timeout)
-        except TimeoutError:
+        except FutureTimeout:  # not the builtin TimeoutError before Python 3.11
             with self._lock:
                 self._pending.pop(tx, None)
             raise InferenceFailed(f"no answer from device {self._device_id} within {timeout} s") from None
         if body.get("status") != "ok":
-            raise InferenceFailed(str(body.get("error")))
+            raise InferenceFailed(str(body.get("error")), code=body.get("code"))
         return body["data"]

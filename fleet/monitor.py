@@ -51,7 +51,15 @@ class DeviceView:
             "temperature_c": sysm.get("temperature_c"),
             "telemetry_age_s": round(time.time() - self.telemetry_received_at, 1)
             if self.telemetry_received_at else None,
+            "last_seen_at": self.last_seen_at(),
         }
+
+    def last_seen_at(self) -> float | None:
+        """The newest time the device itself stamped on a message (its clock). The `offline`
+        last will carries no time: the broker sends it when it notices the device is gone."""
+        stamps = [m.get("ts") for m in (self.status, self.reported, self.telemetry) if m]
+        numbers = [s for s in stamps if isinstance(s, (int, float)) and not isinstance(s, bool)]
+        return max(numbers) if numbers else None
 
 
 @dataclass
@@ -134,6 +142,15 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return f"{value}{unit}"
 
 
+def _age(seconds: float) -> str:
+    """Compact: 42s, 5m, 3h, 2d."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def render_table(view: FleetView) -> Any:
     from rich import box
     from rich.markup import escape
@@ -147,7 +164,7 @@ def render_table(view: FleetView) -> Any:
         title += " - no devices seen yet"
     table = Table(title=title, box=box.SIMPLE_HEAD,
                   pad_edge=False, caption="p50/p99: invoke latency in ms; cpu%, MiB: the agent "
-                  "process; °C: hottest thermal zone")
+                  "process; °C: hottest thermal zone; offline 5m: last heard from 5 minutes ago")
     # device ids stay whole; the figures may wrap on a narrow terminal
     widest = max((len(r["device_id"]) for r in snapshot), default=6)
     table.add_column("device", no_wrap=True, min_width=min(widest, 32))
@@ -160,6 +177,8 @@ def render_table(view: FleetView) -> Any:
         # one column for both: an online device shows its install state, others their status
         status = row["status"]
         state = row["state"] or "-" if status == "online" else status
+        if status != "online" and row["last_seen_at"] is not None:
+            state = f"{status} {_age(time.time() - row['last_seen_at'])}"
         if row["install"] == "downloading" and row["install_progress"] is not None:
             state = f"downloading {100 * row['install_progress']:.0f}%"
         colour = {"online": "green", "offline": "red", "stopped": "yellow"}.get(status, "white")

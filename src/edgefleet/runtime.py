@@ -194,10 +194,14 @@ class TFLiteModel:
         return x
 
     def _quantize(self, sample: np.ndarray) -> np.ndarray:
+        """An array of the input tensor's own type is the tensor as it is (already quantised);
+        any other array holds real values, quantised here when the tensor is."""
         spec = self.inputs[0]
-        if spec.quantized and sample.dtype.kind == "f":
+        if sample.dtype == np.dtype(spec.dtype):
+            return sample
+        if spec.quantized:
             info = np.iinfo(spec.dtype)
-            q = np.round(sample / spec.scale + spec.zero_point)
+            q = np.round(sample.astype(np.float64) / spec.scale + spec.zero_point)
             return np.clip(q, info.min, info.max).astype(spec.dtype)
         return sample.astype(spec.dtype)
 

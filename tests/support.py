@@ -134,12 +134,14 @@ class AgentProcess:
         self.python = python
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: dict[str, str] | None = None) -> AgentProcess:
+    def start(self, env: dict[str, str] | None = None,
+              preexec_fn: Callable[[], None] | None = None) -> AgentProcess:
+        """PREEXEC_FN runs in the child before the agent starts (e.g. to set a resource limit)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "edgefleet", "agent", "run", "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
-                env={**os.environ, **(env or {})})
+                env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:

@@ -1,0 +1,54 @@
+"""A disk that refuses a write during an install ends that install as failed, with the
+operating system's reason on `reported`; the model that was serving keeps serving.
+
+The refusal is real: the agent runs under RLIMIT_FSIZE, so the kernel fails any write
+that would make a file larger than the limit (EFBIG, "File too large"), as a full disk
+fails one with ENOSPC. Python ignores SIGXFSZ, so the write raises OSError."""
+
+from __future__ import annotations
+
+import resource
+
+import numpy as np
+import pytest
+
+from edgefleet.protocol.topics import Topics
+from tests.agent.test_bad_input_keeps_old_model import rebuild
+from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_write_refused_during_install_fails_the_install_and_keeps_the_old_model(
+        tmp_path, broker, prefix, keys, digits):
+    topics = Topics(prefix)
+    device = "pi-full"
+    agent = AgentProcess(tmp_path, device, broker.address, prefix, keys.trust_dir)
+    watcher = Watcher(broker.address, [topics.reported(device)])
+    v2 = rebuild(digits.bundle, tmp_path / "v2.efb", keys, "2")
+    limit = v2.stat().st_size // 2  # chunks (2 KiB) fit; the assembled bundle does not
+    try:
+        agent.start()
+        v1 = publish_cli(digits.bundle, broker.address, prefix, keys.private, "--device", device)
+        watcher.wait_for(topics.reported(device), is_active(v1["bundle_id"]), 60)
+        assert agent.stop() == 0
+
+        agent.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+        watcher.wait_for(topics.reported(device), lambda r: r.get("ts", 0) > 0 and is_active(v1["bundle_id"])(r))
+        pub = publish_cli(v2, broker.address, prefix, keys.private, "--device", device, "--chunk-size", "2048")
+        failed = watcher.wait_for(
+            topics.reported(device),
+            lambda r: (r.get("install") or {}).get("bundle_id") == pub["bundle_id"]
+            and r["install"]["state"] in ("failed", "active"), 60)
+        assert failed["install"]["state"] == "failed", failed
+        assert failed["install"]["stage"] == "install"
+        assert "File too large" in failed["install"]["reason"]
+        assert failed["state"] == "failed" and failed["active"]["bundle_id"] == v1["bundle_id"]
+        status, answer = http_infer(agent.http_port, npy_bytes(np.load(digits.eval)["x"][:5]))
+        assert status == 200 and answer["bundle_id"] == v1["bundle_id"]
+        assert agent.proc is not None and agent.proc.poll() is None
+    finally:
+        code = agent.stop()
+        watcher.close()
+    assert code == 0, agent.log_text()
+    assert "Traceback" not in agent.log_text(), agent.log_text()

@@ -9,15 +9,14 @@ measured in one run, checked against the bars of issue 3.
 (c) knowledge distillation of (a) into a student of width 0.25, against the same student
     trained on labels alone, over three seeds.
 
-Every figure comes from edgefleet's own code paths (converter.build.convert for (a) and (b),
-converter.distill for (c)); latency is LiteRT's invoke() on this machine.
+Every figure comes from edgefleet's own code paths (edgefleet.converter.convert for (a) and (b),
+edgefleet.converter.distillation for (c)); latency is LiteRT's invoke() on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -25,13 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import edgefleet.converter.tfenv  # noqa: F401  (TensorFlow's environment, before it loads)
 
-import numpy as np  # noqa: E402
+# isort: split
+import numpy as np
 
-from edgefleet.protocol.signing import generate_keypair  # noqa: E402
+from edgefleet.protocol.signing import generate_keypair
 
 BARS = {  # issue 3's acceptance bars
     "digits_int8_size": 0.26, "mnv2_int8_size": 0.38, "fp16_size": 0.52,
@@ -88,7 +86,7 @@ STUDENT_WIDTH = 0.45  # about a fifth of the teacher's parameters
 
 def distill_case(seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
     from edgefleet.converter.digits import digits_splits, train_digits_cnn, with_shifts
-    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.distillation import DistillOptions, distill, scaled_student
 
     log(f"(c) distillation: teacher = wide digits CNN, student = width {STUDENT_WIDTH}")
     rows = []

@@ -4,10 +4,12 @@ by side, and the recommended one goes into a signed bundle.
 Runs on a workstation (needs ``edgefleet[converter]``). Importing this package is cheap:
 TensorFlow loads only when a name that needs it is first used.
 
-Modules: ``sources`` (model formats), ``data`` (calibration and evaluation data),
-``quantize`` (modes), ``prune``/``prune_keras3``/``prune_tfmot``, ``distill``, ``metrics``
-and ``gate`` (accuracy), ``debugger`` (QuantizationDebugger, keep-float layers),
-``edgetpu`` and ``xnnpack_sparse`` (readiness), ``variants``, ``report``, ``build``.
+By technique: ``data`` (calibration and evaluation data), ``quantization`` (modes, accuracy
+gate and metrics, QuantizationDebugger), ``pruning``, ``distillation``, ``targets`` (board
+profiles, Edge TPU, NPU and XNNPACK readiness; pure Python). The pipeline on top:
+``sources`` (model formats), ``variants``, ``golden``, ``evaluate``, ``latency``, ``build``
+(``convert``) and ``artifacts`` (manifest, report, bundle), ``report`` (Markdown and PNG).
+``tfenv`` sets TensorFlow's environment before it loads.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from edgefleet.converter.errors import ConversionError
 
 # public name -> module that defines it; loaded on first access (PEP 562)
 _LAZY = {
-    "ConversionResult": "edgefleet.converter.build",
+    "ConversionResult": "edgefleet.converter.artifacts",
     "ConvertOptions": "edgefleet.converter.build",
     "convert": "edgefleet.converter.build",
-    "MODES": "edgefleet.converter.quantize",
-    "QuantOptions": "edgefleet.converter.quantize",
-    "quantize": "edgefleet.converter.quantize",
+    "MODES": "edgefleet.converter.quantization.modes",
+    "QuantOptions": "edgefleet.converter.quantization.modes",
+    "quantize": "edgefleet.converter.quantization.modes",
     "load_model_source": "edgefleet.converter.sources",
     "load_dataset": "edgefleet.converter.data",
 }

@@ -2,64 +2,40 @@
 one in a signed bundle, with a report in JSON, Markdown and PNG.
 
 Steps: load the model (any format of converter.sources) and data (converter.data); make
-the float reference; prune once if a pruned variant is asked for; build every variant
-(converter.quantize); measure each with the device's runtime (converter.variants);
-apply the accuracy gate and, for int8, the QuantizationDebugger (converter.debugger);
-check Edge TPU and XNNPACK-sparse readiness; recommend; write golden set, manifest,
-bundle and report. Bundle format: agent.bundle.
+the float reference; prune once if a pruned variant is asked for (converter.pruning);
+build every variant (converter.quantization); measure each with the device's runtime
+(converter.variants); apply the accuracy gate and, for int8, the QuantizationDebugger
+(converter.quantization.gate, .debugger); check Edge TPU and XNNPACK-sparse readiness
+(converter.targets); recommend; write golden set, manifest, bundle and report
+(converter.artifacts). Bundle format: edgefleet.protocol.bundle.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import platform
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import edgefleet
+from edgefleet.converter.artifacts import Artifacts, ConversionResult, check_out_path
 from edgefleet.converter.data import Preprocess, load_dataset
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.golden import golden_npz, pick_golden, selftest_tolerance
-from edgefleet.converter.targets import Target, resolve_target
+from edgefleet.converter.golden import golden_npz, pick_golden
+from edgefleet.converter.targets.profile import Target, resolve_target
 from edgefleet.converter.variants import VariantResult, VariantSpec, measure, parse_variants, recommend
-from edgefleet.protocol.bundle import (
-    GOLDEN,
-    MODEL,
-    REPORT_JSON,
-    REPORT_MD,
-    read_manifest_unverified,
-    write_bundle,
-)
 from edgefleet.protocol.signing import SignatureError, SigningKey
 from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
-# The oldest runtimes a bundle is known to load in (the agent compares installed versions).
-MIN_RUNTIME_VERSIONS = {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}
 # Without --max-accuracy-drop, a variant must stay within this budget to be recommended.
 DEFAULT_RECOMMEND_BUDGET_PP = 1.0
 DEBUGGER_SAMPLES = 64
 Say = Callable[[str], None]
 ProgressFn = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class ConversionResult:
-    bundle_path: Path
-    bundle_size: int  # bytes of the bundle file
-    manifest: dict[str, Any]  # as written, with `format` and `files` filled in
-    report: dict[str, Any]
-    report_paths: dict[str, Path]  # json, md, png next to the bundle
 
 
 @dataclass(frozen=True)
@@ -117,7 +93,7 @@ def convert(
                        progress or (lambda _m: None), on_progress).run()
 
 
-class _Conversion:
+class _Conversion(Artifacts):
     def __init__(self, model_path: Path, calib_path: Path, out_path: Path, key_path: Path,
                  opts: ConvertOptions, say: Say, on_progress: ProgressFn | None):
         self.model_path, self.calib_path, self.out_path = model_path, calib_path, out_path
@@ -157,28 +133,7 @@ class _Conversion:
             if picked not in [s.name for s in self.specs]:
                 raise ConversionError(f"--pick {opts.pick}: not among the variants being built "
                                       f"({', '.join(s.name for s in self.specs)})")
-        self._check_out_path(model_path, out_path)
-
-    @staticmethod
-    def _check_out_path(model_path: Path, out_path: Path) -> None:
-        """Never overwrite the input or a file that is not a bundle; fail before the work."""
-        if out_path.exists():
-            if model_path.exists() and out_path.resolve() == model_path.resolve():
-                raise ConversionError(f"--out {out_path} is the model being converted; choose another name")
-            if not zipfile.is_zipfile(out_path):
-                raise ConversionError(f"--out {out_path} exists and is not a bundle; it is not overwritten")
-        stem = out_path.with_suffix("")
-        for extra in (out_path, Path(f"{stem}.report.json"), Path(f"{stem}.report.md"),
-                      Path(f"{stem}.report.png")):
-            if extra.is_dir():
-                raise ConversionError(f"{extra} is a directory; choose another --out")
-        parent = out_path.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConversionError(f"cannot create the folder of --out {out_path}: {exc}") from None
-        if not os.access(parent, os.W_OK):
-            raise ConversionError(f"cannot write into {parent}; choose another --out")
+        check_out_path(model_path, out_path)
 
     def _variant_specs(self) -> list[VariantSpec]:
         if self.opts.variants and self.opts.mode:
@@ -220,7 +175,7 @@ class _Conversion:
         self._done("load", t)
 
         t = self._step("float", "measuring the float model")
-        from edgefleet.converter.metrics import reference_metrics
+        from edgefleet.converter.quantization.metrics import reference_metrics
 
         reference = source.predict(eval_x) if eval_x is not None else None
         float_bytes = source.float_tflite()
@@ -284,7 +239,7 @@ class _Conversion:
                 f"{tuple(source.input_shape)}; preprocess the data to the model's input")
 
     def _prune(self, source: Any, eval_x: np.ndarray | None, eval_y: np.ndarray | None) -> tuple[Any, dict]:
-        from edgefleet.converter.prune import PruneOptions, prune
+        from edgefleet.converter.pruning import PruneOptions, prune
         from edgefleet.converter.sources import source_from_keras
 
         if source.keras_model is None:
@@ -316,10 +271,10 @@ class _Conversion:
                        eval_x: np.ndarray | None, eval_y: np.ndarray | None,
                        reference: np.ndarray | None, float_metrics: dict[str, Any],
                        sample: np.ndarray) -> VariantResult:
-        from edgefleet.converter.edgetpu import check_edgetpu
-        from edgefleet.converter.gate import check_accuracy_drop
-        from edgefleet.converter.quantize import QuantOptions, quantize
-        from edgefleet.converter.xnnpack_sparse import check_xnnpack_sparse
+        from edgefleet.converter.quantization import QuantOptions, quantize
+        from edgefleet.converter.quantization.gate import check_accuracy_drop
+        from edgefleet.converter.targets.edgetpu import check_edgetpu
+        from edgefleet.converter.targets.xnnpack_sparse import check_xnnpack_sparse
 
         qopts = QuantOptions(spec.mode, io_dtype=self._io_dtype(spec),
                              calibration_samples=self.opts.calibration_samples,
@@ -360,9 +315,9 @@ class _Conversion:
                     reference: np.ndarray | None, sample: np.ndarray) -> None:
         """Worst layers from TensorFlow's QuantizationDebugger; with --keep-float-layers auto,
         keep them in float until the gate passes."""
-        from edgefleet.converter.debugger import keep_float_layers_until, layer_errors
-        from edgefleet.converter.gate import check_accuracy_drop
-        from edgefleet.converter.metrics import compare
+        from edgefleet.converter.quantization.debugger import keep_float_layers_until, layer_errors
+        from edgefleet.converter.quantization.gate import check_accuracy_drop
+        from edgefleet.converter.quantization.metrics import compare
 
         factory = source.tflite_converter
         io = self._io_dtype(result.spec) or "int8"
@@ -403,13 +358,13 @@ class _Conversion:
                                       f"{[r.spec.name for r in results]}")
             chosen = picked[0]
             if self.opts.max_accuracy_drop is not None and chosen.gate is not None and not chosen.gate.passed:
-                from edgefleet.converter.gate import GateError
+                from edgefleet.converter.quantization.gate import GateError
 
                 raise GateError(chosen.gate)
             return chosen, f"{chosen.spec.name}: picked with --pick"
         if self.opts.max_accuracy_drop is not None and len(results) == 1 and results[0].gate is not None \
                 and not results[0].gate.passed:
-            from edgefleet.converter.gate import GateError
+            from edgefleet.converter.quantization.gate import GateError
 
             raise GateError(results[0].gate)
         return recommend(results, self.target.allowed_modes, self.target.needs_edgetpu)
@@ -417,7 +372,7 @@ class _Conversion:
     def _compile_for_edgetpu(self, chosen: VariantResult) -> None:
         import tempfile
 
-        from edgefleet.converter.edgetpu import run_compiler
+        from edgefleet.converter.targets.edgetpu_compiler import run_compiler
 
         with tempfile.TemporaryDirectory(prefix="edgefleet-edgetpu-") as tmp:
             model_path = Path(tmp) / "model.tflite"
@@ -440,120 +395,3 @@ class _Conversion:
             else:
                 self.warnings.append("edgetpu_compiler did not produce a model; the bundle holds the "
                                      "uncompiled int8 model (see the compiler log in report.json)")
-
-    # outputs
-    def _manifest(self, chosen: VariantResult, model: TFLiteModel, golden_count: int, float_size: int,
-                  eval_x: np.ndarray | None, float_metrics: dict[str, Any]) -> dict[str, Any]:
-        from edgefleet.converter.tfutil import framework_versions
-
-        m = chosen.measured.metrics
-        return {
-            "name": self.name,
-            "version": str(self.opts.version),
-            # "+00:00" rather than "Z": datetime.fromisoformat reads it on Python 3.10 too
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "target": {"profile": self.target.name, "accelerator": self.target.accelerator},
-            "runtime": {"delegate": self.target.delegate, "delegate_library": self.target.library,
-                        "delegate_options": dict(self.target.options),
-                        "min_versions": dict(MIN_RUNTIME_VERSIONS)},
-            "model": {"file": MODEL, "quantization": chosen.spec.mode, "variant": chosen.spec.name,
-                      "size_bytes": len(chosen.model_bytes),
-                      "inputs": [s.as_dict() for s in model.inputs],
-                      "outputs": [s.as_dict() for s in model.outputs]},
-            "selftest": {"file": GOLDEN, "samples": golden_count, "min_top1_agreement": 1.0,
-                         "max_mean_abs_error": selftest_tolerance(model.outputs[0])},
-            "metrics": {"float_top1": float_metrics.get("top1"), "quantized_top1": m.get("top1"),
-                        "agreement_with_float": m.get("agreement"),
-                        "eval_samples": 0 if eval_x is None else len(eval_x),
-                        "float_size_bytes": float_size, "model_size_bytes": len(chosen.model_bytes)},
-            "converter": {"edgefleet": edgefleet.__version__, **framework_versions()},
-        }
-
-    def _report(self, source: Any, chosen: VariantResult, recommendation: str,
-                results: list[VariantResult], float_measured: Any, float_metrics: dict[str, Any],
-                pruning: dict | None, calib_x: np.ndarray, eval_x: np.ndarray | None,
-                eval_y: np.ndarray | None, model: TFLiteModel, manifest: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "schema": "edgefleet.report/1",
-            "name": self.name, "version": str(self.opts.version), "created_at": manifest["created_at"],
-            "target": manifest["target"] | {"allowed_modes": self.target.allowed_modes},
-            "source": {"file": self.model_path.name, "kind": source.kind,
-                       "sha256": _sha256(self.model_path),
-                       "parameters": int(source.keras_model.count_params()) if source.keras_model is not None
-                       else None},
-            "data": {"calibration": self.calib_path.name, "calibration_samples_available": len(calib_x),
-                     "calibration_samples_used": min(self.opts.calibration_samples, len(calib_x)),
-                     "eval_samples": 0 if eval_x is None else len(eval_x), "labels": eval_y is not None},
-            "float": {"size_bytes": float_measured.size_bytes,
-                      "compressed_bytes": float_measured.compressed_bytes,
-                      "metrics": float_metrics, "latency_p50_ms": float_measured.latency_p50_ms,
-                      "sparsity": round(float_measured.sparsity, 4), "ops": float_measured.ops},
-            "variants": [r.summary(float_measured.size_bytes) for r in results],
-            "failed_variants": self.failed,
-            "chosen": chosen.spec.name, "recommendation": recommendation,
-            "chosen_edgetpu_ops": (chosen.edgetpu or {}).get("ops") if self.target.needs_edgetpu else None,
-            "max_accuracy_drop_pp": self.opts.max_accuracy_drop,
-            "pruning": pruning,
-            "model": manifest["model"],
-            "selftest": {**manifest["selftest"], "source": "calibration" if eval_x is None else "eval"},
-            "machine": {"cpu": platform.processor() or platform.machine(),
-                        "runtime": f"{model.runtime.name} {model.runtime.version}"},
-            "converter": manifest["converter"],
-            "timings_seconds": self.timings,
-            "warnings": self.warnings,
-        }
-
-    def _write(self, manifest: dict[str, Any], report: dict[str, Any], chosen: VariantResult,
-               golden: bytes) -> ConversionResult:
-        from edgefleet.converter.report import render_chart, render_markdown
-
-        report_json = json.dumps(_finite(report), indent=2, sort_keys=True, default=_json_default,
-                                 allow_nan=False).encode() + b"\n"
-        report_md = render_markdown(report).encode()
-        files = {MODEL: chosen.model_bytes, GOLDEN: golden, REPORT_JSON: report_json, REPORT_MD: report_md}
-        self.say(f"writing signed bundle {self.out_path}")
-        stem = self.out_path.with_suffix("")
-        paths = {"json": Path(f"{stem}.report.json"), "md": Path(f"{stem}.report.md")}
-        if self.opts.chart:
-            paths["png"] = Path(f"{stem}.report.png")
-        try:
-            data = write_bundle(self.out_path, manifest, files, self.key)
-            paths["json"].write_bytes(report_json)
-            paths["md"].write_bytes(report_md)
-            if "png" in paths:
-                render_chart(report, paths["png"])
-        except OSError as exc:
-            for path in (self.out_path, *paths.values()):
-                if path.is_file():
-                    path.unlink()
-            raise ConversionError(f"cannot write the bundle or its report: {exc}") from None
-        return ConversionResult(self.out_path, len(data), read_manifest_unverified(data), report, paths)
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinity are not JSON: they become null (the figure could not be measured)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON: {type(value).__name__}")
-
-
-def _sha256(path: Path) -> str | None:
-    if path.is_dir():
-        return None  # a SavedModel folder
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

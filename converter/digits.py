@@ -6,10 +6,10 @@ has something to lose: the held-out split measures what conversion costs.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from edgefleet.converter import tfenv  # noqa: F401  (before Keras loads TensorFlow)
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (see int8.py)
+# isort: split
+from pathlib import Path
 
 import keras
 import numpy as np

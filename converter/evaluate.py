@@ -1,6 +1,6 @@
 """Accuracy figures: Keras on the workstation, TFLite through the device's own runtime.
 
-The quantised model is run with :class:`agent.runtime.TFLiteModel` (ai-edge-litert) so the
+The quantised model is run with :class:`edgefleet.runtime.TFLiteModel` (ai-edge-litert) so the
 figures in a bundle come from the same code path a board uses, including how it
 quantises inputs and dequantises outputs.
 """

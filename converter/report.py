@@ -1,5 +1,5 @@
 """The conversion report for people: a Markdown page and a PNG chart of the variants side
-by side (report.json, the same figures for programs, is written by converter.build)."""
+by side (report.json, the same figures for programs, is written by converter.artifacts)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 Four kinds: a Keras 3 ``.keras`` file, a legacy tf-keras ``.h5`` file, a TensorFlow
 SavedModel folder, and an existing float ``.tflite``. Each gives the same three things:
 float reference outputs (:meth:`ModelSource.predict`), a fresh TFLite converter (not for
-``.tflite``: that kind is quantised with ai-edge-quantizer, see :mod:`converter.quantize`)
-and a plain float32 TFLite model.
+``.tflite``: that kind is quantised with ai-edge-quantizer, see
+:mod:`converter.quantization.modes`) and a plain float32 TFLite model.
 
 TensorFlow is imported inside functions only: importing this module stays cheap.
 """
@@ -12,7 +12,6 @@ TensorFlow is imported inside functions only: importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.tfenv import import_tensorflow
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -34,15 +34,6 @@ _PREDICT_BATCH = 256
 # tensor types that mean a .tflite has been quantised already (int32/int64 appear in float
 # models too: shapes, indices)
 _QUANTISED_TYPES = ("int8", "uint8", "int16", "float16")
-
-
-def import_tensorflow() -> Any:
-    """TensorFlow, imported on first use (with its C++ log noise turned down first)."""
-    # Must be set before TensorFlow is imported, or its C++ INFO lines flood the terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
 
 
 @dataclass
@@ -101,7 +92,7 @@ class ModelSource:
         if self.kind == "tflite":
             raise ConversionError(
                 f"{self.name} is a .tflite model already: the TFLite converter cannot take it; "
-                "it is quantised with ai-edge-quantizer instead (converter.quantize does this)"
+                "it is quantised with ai-edge-quantizer instead (converter.quantization does this)"
             )
         tf = import_tensorflow()
         if self.kind == "saved_model":

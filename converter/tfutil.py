@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: its C++ INFO lines
+from edgefleet.converter.tfenv import import_tensorflow
 
 
 def framework_versions() -> dict[str, str]:
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 

@@ -16,7 +16,7 @@ from edgefleet.converter.latency import all_cores, latency_p50_ms
 from edgefleet.runtime import TFLiteModel
 from edgefleet.tflite_graph import read_graph
 
-# what users type -> quantisation mode of converter.quantize
+# what users type -> quantisation mode of converter.quantization.modes
 MODE_NAMES = {"float32": "float32", "fp32": "float32", "dynamic": "dynamic", "float16": "float16",
               "fp16": "float16", "int8": "int8", "int16x8": "int16x8", "16x8": "int16x8"}
 PRUNED_PREFIX = "pruned-"
@@ -26,7 +26,7 @@ ProgressFn = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class VariantSpec:
     name: str  # as the user wrote it, e.g. "pruned-int8"
-    mode: str  # converter.quantize mode
+    mode: str  # converter.quantization.modes mode
     pruned: bool = False
 
     @classmethod
@@ -58,7 +58,7 @@ class Measured:
 
     size_bytes: int
     compressed_bytes: int  # zlib level 9, about what the bundle's deflate makes of it
-    metrics: dict[str, Any]  # converter.metrics.compare against the float model
+    metrics: dict[str, Any]  # converter.quantization.metrics.compare against the float model
     latency_p50_ms: dict[str, float]  # threads ("1", "all") -> median invoke time
     sparsity: float  # zero weights in CONV/DEPTHWISE/FULLY_CONNECTED kernels
     ops: dict[str, int]
@@ -69,7 +69,7 @@ class VariantResult:
     spec: VariantSpec
     model_bytes: bytes
     measured: Measured
-    gate: Any = None  # converter.gate.GateResult when a budget applies
+    gate: Any = None  # converter.quantization.gate.GateResult when a budget applies
     edgetpu: dict[str, Any] | None = None
     xnnpack_sparse: dict[str, Any] | None = None
     kept_float_layers: list[str] = field(default_factory=list)
@@ -104,7 +104,7 @@ def measure(model_bytes: bytes, reference: np.ndarray | None, eval_x: np.ndarray
             labels: np.ndarray | None, sample: np.ndarray, top_k: int = 5,
             latency: bool = True) -> Measured:
     """Everything the report says about one model, measured with the device runtime."""
-    from edgefleet.converter.metrics import compare
+    from edgefleet.converter.quantization.metrics import compare
 
     metrics: dict[str, Any] = {}
     if eval_x is not None and reference is not None:

@@ -1,10 +1,10 @@
-"""Board profiles: one TOML file per board under devices/profiles/, read with the stdlib.
+"""Board profiles: one TOML file per board under devices/board-profiles/, read with the stdlib.
 
 A profile says what a board can accelerate and how a model for it should be converted:
 the delegate (and its library and options) that goes into a bundle's manifest, and the
 quantisation defaults the converter takes for `--target NAME`. The TOML files are package
 data; they are found next to this module both in a checkout and in an installed wheel
-(`devices/profiles/` holds no `__init__.py`: `import devices.profiles` is this module).
+(the folder's name is not a Python identifier, so it can never pass for a package).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ACCELERATOR_KINDS = ("edgetpu", "npu", "none")
 DELEGATES = ("edgetpu", "vx", "cpu")
 MODES = ("auto", "float32", "float16", "dynamic", "int8", "int16x8")
 IO_DTYPES = ("uint8", "int8", "float32", "int16")
-_FOLDER = "profiles"
+_FOLDER = "board-profiles"
 
 
 class ProfileError(ValueError):

@@ -1,17 +1,26 @@
-"""Fixtures shared by every test folder: a real Mosquitto, keys, topic prefixes."""
+"""Fixtures shared by every test folder: a real Mosquitto, the test-only keys, the committed
+tiny bundle, the digits CNN trained once per session, topic prefixes; and the hooks of the
+TensorFlow guard (tests/tensorflow_guard.py: a test not marked `slow` never imports it).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from edgefleet.protocol.signing import SigningKey, generate_keypair
-from tests.support import Mosquitto, find_mosquitto
+from edgefleet.protocol.signing import SigningKey
+from tests import tensorflow_guard
+from tests.support import FIXTURES, Keys, Mosquitto, find_mosquitto
+
+TEST_KEY = FIXTURES / "test-only-never-trust.key"
 
 
 @pytest.fixture(scope="session")
@@ -40,27 +49,54 @@ def prefix() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-@dataclass(frozen=True)
-class Keys:
-    key: SigningKey
-    private: Path  # the private key file, for the CLI's --key
-    trust_dir: Path  # a folder holding only the matching public key
-
-
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    """The committed test-only key pair, which signs the tiny bundle (never trusted by a real agent)."""
     folder = tmp_path_factory.mktemp("keys")
-    private, public = generate_keypair(folder / "private")
+    private = folder / TEST_KEY.name
+    private.write_bytes(TEST_KEY.read_bytes())
+    private.chmod(0o600)  # as `edgefleet keys generate` leaves it; git keeps only 0644
     trust = folder / "trusted"
     trust.mkdir()
-    (trust / public.name).write_bytes(public.read_bytes())
+    shutil.copy(TEST_KEY.with_suffix(".pub"), trust)
     return Keys(SigningKey.load(private), private, trust)
 
 
+@dataclass(frozen=True)
+class Tiny:
+    """The committed tiny int8 digits model (tests/fixtures/README.md): no TensorFlow needed."""
+
+    bundle: Path  # signed by `keys`
+    tflite: Path  # the bundle's model.tflite
+    eval: Path  # 100 held-out samples: x float32 (100, 8, 8, 1), y int64
+    x: np.ndarray
+    y: np.ndarray
+
+
 @pytest.fixture(scope="session")
-def keypair(keys: Keys) -> tuple[SigningKey, Path]:
-    """(signing key, trust folder holding its public key)."""
-    return keys.key, keys.trust_dir
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    # copies, so that no test can change the committed files
+    folder = tmp_path_factory.mktemp("tiny")
+    paths = [Path(shutil.copy(FIXTURES / name, folder))
+             for name in ("tiny-digits.efb", "tiny-digits.tflite", "tiny-digits-eval.npz")]
+    with np.load(paths[2]) as data:
+        x, y = data["x"], data["y"]
+    return Tiny(*paths, x, y)
+
+
+def _need_tensorflow(what: str) -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.fail(f"{what} trains a model and needs TensorFlow (edgefleet[converter]), which this "
+                    "environment lacks; a test that runs without it uses the committed `tiny` fixture")
+
+
+@pytest.fixture(scope="session")
+def digits_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """model.keras, calib.npz, eval.npz and train.npz of the demo CNN, trained once per session."""
+    _need_tensorflow("the digits_files fixture")
+    from edgefleet.converter.digits import write_digits_files
+
+    return write_digits_files(tmp_path_factory.mktemp("digits"), seed=0)
 
 
 @dataclass(frozen=True)
@@ -75,13 +111,20 @@ class Digits:
 
 
 @pytest.fixture(scope="session")
-def digits(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Digits:
-    from edgefleet.converter.build import convert
-    from edgefleet.converter.digits import write_digits_files
+def digits(digits_files: dict[str, Path], keys: Keys) -> Digits:
+    _need_tensorflow("the digits fixture")
+    from edgefleet.converter import convert
 
-    folder = tmp_path_factory.mktemp("digits")
-    paths = write_digits_files(folder)
+    folder = digits_files["model"].parent
     bundle = folder / "digits-1.efb"
-    convert(paths["model"], paths["calib"], bundle, keys.private, eval_path=paths["eval"],
-            name="digits", version="1")
-    return Digits(folder, Path(paths["model"]), Path(paths["calib"]), Path(paths["eval"]), bundle)
+    convert(digits_files["model"], digits_files["calib"], bundle, keys.private,
+            eval_path=digits_files["eval"], name="digits", version="1")
+    return Digits(folder, digits_files["model"], digits_files["calib"], digits_files["eval"], bundle)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tensorflow_guard.configure(config)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    return tensorflow_guard.ignore_collect(collection_path, config)

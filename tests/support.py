@@ -12,14 +12,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from edgefleet.fleet.broker import free_port
+from edgefleet.protocol.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"  # committed; made by tests/fixtures/make_fixtures.py
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The `keys` fixture: one signing key, its file and a trust folder that holds its public key."""
+
+    key: SigningKey
+    private: Path  # the private key file, for the CLI's --key
+    trust_dir: Path  # a folder holding only the matching public key
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:

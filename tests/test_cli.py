@@ -56,6 +56,16 @@ def test_inspect_verifies_with_trust_folder_and_reports_damage(tmp_path, keys):
     assert "REFUSED" in bad.output or bad.exit_code != 0
 
 
+def test_inspect_reads_a_real_bundle_without_tensorflow(keys, tiny):
+    result = CliRunner().invoke(main, ["inspect", str(tiny.bundle), "--trust", str(keys.trust_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["verification"] == {"checked": True, "ok": True, "signed_by": keys.key.key_id}
+    assert report["manifest"]["name"] == "tiny-digits"
+    assert report["model"]["op_counts"]["CONV_2D"] == 2
+    assert report["model"]["inputs"][0]["dtype"] == "int8"
+
+
 def test_inspect_refuses_other_files(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "x.txt")])

@@ -1,7 +1,7 @@
 """`edgefleet inspect MODEL|BUNDLE`: what is inside, and whether the accelerators can run it.
 
-Works on a device-only install: the flatbuffer is read with agent.tflite_graph and the
-readiness checks (converter.edgetpu, converter.xnnpack_sparse) are pure Python.
+Works on a device-only install: the flatbuffer is read with edgefleet.tflite_graph and the
+readiness checks (edgefleet.converter.targets: edgetpu, npu, xnnpack_sparse) are pure Python.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from edgefleet.protocol.signing import SignatureError, TrustStore
 
 
 def analyse_model(data: bytes) -> dict[str, Any]:
-    from edgefleet.converter.edgetpu import check_edgetpu, check_npu
-    from edgefleet.converter.xnnpack_sparse import check_xnnpack_sparse
+    from edgefleet.converter.targets.edgetpu import check_edgetpu
+    from edgefleet.converter.targets.npu import check_npu
+    from edgefleet.converter.targets.xnnpack_sparse import check_xnnpack_sparse
     from edgefleet.tflite_graph import read_graph
 
     try:

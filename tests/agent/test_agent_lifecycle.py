@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
+import json
 import time
+import urllib.request
 
-import numpy as np
 import pytest
 
 from edgefleet.fleet.connection import close, connect
@@ -27,18 +27,28 @@ from tests.support import (
 pytestmark = pytest.mark.slow
 
 
-def _wait_log(agent: AgentProcess, pattern: str, timeout: float = 30) -> re.Match[str]:
+def _reported(watcher: Watcher, topic: str) -> list[dict]:
+    """Every `reported` payload the watcher has seen on TOPIC, oldest first."""
+    return [json.loads(body) for t, body, _ in list(watcher.messages) if t == topic and body]
+
+
+def _wait_health(agent: AgentProcess, bundle_id: str, timeout: float = 30) -> None:
+    """The local API says BUNDLE_ID serves (works with no broker at all)."""
+    url = f"http://127.0.0.1:{agent.http_port}/v1/health"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.search(pattern, agent.log_text())
-        if found:
-            return found
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if json.loads(resp.read()).get("bundle_id") == bundle_id:
+                    return
+        except OSError:
+            pass
         time.sleep(0.1)
-    raise AssertionError(f"{pattern!r} not in the agent log:\n{agent.log_text()}")
+    raise AssertionError(f"{bundle_id} never served on {url}:\n{agent.log_text()}")
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto to stop and restart a broker")
-def test_restarted_agent_serves_from_disk_while_broker_is_down(tmp_path, keys, digits):
+def test_restarted_agent_serves_from_disk_while_broker_is_down(tmp_path, keys, tiny):
     broker = Mosquitto(find_mosquitto(), tmp_path).start()
     topics = Topics("life")
     (tmp_path / "a").mkdir()
@@ -46,16 +56,15 @@ def test_restarted_agent_serves_from_disk_while_broker_is_down(tmp_path, keys, d
     watcher = Watcher(broker.address, [topics.reported("pi-life"), topics.status("pi-life")])
     try:
         agent.start()
-        v1 = publish_cli(digits.bundle, broker.address, "life", keys.private, "--device", "pi-life")
+        v1 = publish_cli(tiny.bundle, broker.address, "life", keys.private, "--device", "pi-life")
         watcher.wait_for(topics.reported("pi-life"), is_active(v1["bundle_id"]), 60)
         assert agent.stop() == 0
         watcher.close()
         broker.stop()
 
         agent.start()  # no broker at all now
-        _wait_log(agent, "serving .* from disk")
-        _wait_log(agent, "cannot reach the broker")
-        x = np.load(digits.eval)["x"][:10]
+        _wait_health(agent, v1["bundle_id"])
+        x = tiny.x[:10]
         status, answer = http_infer(agent.http_port, npy_bytes(x))
         assert status == 200 and answer["bundle_id"] == v1["bundle_id"]
 
@@ -72,10 +81,10 @@ def test_restarted_agent_serves_from_disk_while_broker_is_down(tmp_path, keys, d
 
 
 def test_download_resumes_across_agent_restart_fetching_only_missing_chunks(
-        tmp_path, broker, prefix, keys, digits):
+        tmp_path, broker, prefix, keys, tiny):
     topics = Topics(prefix)
-    data = digits.bundle.read_bytes()
-    payload, chunks = build_transfer_manifest(data, "digits", "1", keys.key, chunk_size=2048)
+    data = tiny.bundle.read_bytes()
+    payload, chunks = build_transfer_manifest(data, "tiny-digits", "1", keys.key, chunk_size=2048)
     bundle_id = payload["body"]["bundle_id"]
     held_back = {3, len(chunks) - 1}  # not on the broker yet
     client = connect(broker.address, "test")
@@ -100,10 +109,11 @@ def test_download_resumes_across_agent_restart_fetching_only_missing_chunks(
             put(topics.bundle_chunk(bundle_id, i), chunks[i])
         agent.start()
         watcher.wait_for(topics.reported("pi-resume"), is_active(bundle_id), 60)
-        line = rf"{re.escape(bundle_id)}: {len(chunks)} chunk\(s\), (\d+) already on disk"
-        _wait_log(agent, line)
-        first_run, second_run = re.findall(line, agent.log_text())
-        assert (int(first_run), int(second_run)) == (0, have)
+        resumed = [r["install"]["chunks_resumed"] for r in _reported(watcher, topics.reported("pi-resume"))
+                   if "chunks_resumed" in (r.get("install") or {})]
+        # the first run started from nothing; the second from every chunk the first one stored
+        assert resumed[0] == 0 and resumed[-1] == have, resumed
+        assert sorted(set(resumed)) == [0, have]
     finally:
         close(client)
         agent.stop()
@@ -125,13 +135,13 @@ def test_local_api_port_in_use_is_a_clear_error(tmp_path, broker, keys):
     assert "Traceback" not in proc.stderr
 
 
-def test_damaged_bundle_on_disk_is_removed_and_downloaded_again(tmp_path, broker, prefix, keys, digits):
+def test_damaged_bundle_on_disk_is_removed_and_downloaded_again(tmp_path, broker, prefix, keys, tiny):
     topics = Topics(prefix)
     agent = AgentProcess(tmp_path, "pi-rot", broker.address, prefix, keys.trust_dir)
     watcher = Watcher(broker.address, [topics.reported("pi-rot")])
     try:
         agent.start()
-        v1 = publish_cli(digits.bundle, broker.address, prefix, keys.private, "--device", "pi-rot")
+        v1 = publish_cli(tiny.bundle, broker.address, prefix, keys.private, "--device", "pi-rot")
         watcher.wait_for(topics.reported("pi-rot"), is_active(v1["bundle_id"]), 60)
         assert agent.stop() == 0
         stored = agent.state_dir / "bundles" / f"{v1['bundle_id']}.efb"
@@ -139,17 +149,21 @@ def test_damaged_bundle_on_disk_is_removed_and_downloaded_again(tmp_path, broker
         data[len(data) // 2] ^= 0x01  # bit rot on the board
         stored.write_bytes(bytes(data))
 
+        first_activation = watcher.json(topics.reported("pi-rot"))["active"]["activated_at"]
         agent.start()  # the retained desired state still names v1: it must come back whole
-        _wait_log(agent, "stored bundle unusable, removed")
-        found = _wait_log(agent, rf"{re.escape(v1['bundle_id'])}: 1 chunk\(s\), 0 already on disk")
-        assert found
-        # the watcher still holds the first run's retained "active": wait for the second activation
-        activated = rf"bundle {re.escape(v1['bundle_id'])} active \(self-test"
-        deadline = time.monotonic() + 60
-        while len(re.findall(activated, agent.log_text())) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(re.findall(activated, agent.log_text())) == 2, agent.log_text()
-        status, answer = http_infer(agent.http_port, npy_bytes(np.load(digits.eval)["x"][:5]))
+        # the watcher still holds the first run's retained "active": wait for a newer activation
+        again = watcher.wait_for(
+            topics.reported("pi-rot"),
+            lambda r: is_active(v1["bundle_id"])(r) and r["active"]["activated_at"] > first_activation, 60)
+        assert again["install"]["state"] == "active"
+        history = _reported(watcher, topics.reported("pi-rot"))
+        startup = [r["last_error"] for r in history if (r.get("last_error") or {}).get("stage") == "startup"]
+        assert startup and "stored bundle unusable, removed" in startup[0]["reason"]
+        assert startup[0]["bundle_id"] == v1["bundle_id"]
+        # downloaded again from nothing: the damaged copy was not kept as a partial download
+        assert any((r.get("install") or {}).get("chunks_resumed") == 0
+                   and r["install"].get("chunks_have") == r["install"].get("chunks_total") for r in history)
+        status, answer = http_infer(agent.http_port, npy_bytes(tiny.x[:5]))
         assert status == 200 and answer["bundle_id"] == v1["bundle_id"]
     finally:
         agent.stop()

@@ -28,13 +28,13 @@ def rebuild(src: Path, dst: Path, keys, version: str) -> Path:
 
 
 @pytest.fixture
-def running(tmp_path, broker, prefix, keys, digits):
-    """An agent serving digits v1."""
+def running(tmp_path, broker, prefix, keys, tiny):
+    """An agent serving the tiny digits model, v1."""
     topics = Topics(prefix)
     watcher = Watcher(broker.address, [topics.reported(DEVICE), topics.status(DEVICE),
                                        topics.response(DEVICE, "infer")])
     agent = AgentProcess(tmp_path, DEVICE, broker.address, prefix, keys.trust_dir).start()
-    v1 = publish_cli(digits.bundle, broker.address, prefix, keys.private, "--device", DEVICE)
+    v1 = publish_cli(tiny.bundle, broker.address, prefix, keys.private, "--device", DEVICE)
     watcher.wait_for(topics.reported(DEVICE), is_active(v1["bundle_id"]), 60)
     yield topics, watcher, agent, v1["bundle_id"]
     code = agent.stop()
@@ -43,16 +43,16 @@ def running(tmp_path, broker, prefix, keys, digits):
     assert "Traceback" not in agent.log_text(), agent.log_text()
 
 
-def still_serves(agent: AgentProcess, digits, bundle_id: str) -> None:
-    x = np.load(digits.eval)["x"][:20]
+def still_serves(agent: AgentProcess, tiny, bundle_id: str) -> None:
+    x = tiny.x[:20]
     status, answer = http_infer(agent.http_port, npy_bytes(x))
     assert status == 200 and answer["bundle_id"] == bundle_id
 
 
 def test_bundle_with_one_flipped_byte_is_refused_and_old_model_keeps_serving(
-        tmp_path, broker, keys, digits, running):
+        tmp_path, broker, keys, tiny, running):
     topics, watcher, agent, v1 = running
-    v2 = rebuild(digits.bundle, tmp_path / "v2.efb", keys, "2")
+    v2 = rebuild(tiny.bundle, tmp_path / "v2.efb", keys, "2")
     data = bytearray(v2.read_bytes())
     data[len(data) // 2] ^= 0x01  # inside model.tflite's compressed bytes
     v2.write_bytes(bytes(data))
@@ -62,7 +62,7 @@ def test_bundle_with_one_flipped_byte_is_refused_and_old_model_keeps_serving(
     assert refused.returncode == 1 and "damaged" in refused.stderr + refused.stdout
     # ...so it arrives as from a publisher that signs the transfer of whatever it is given
     # (an old or foreign tool): the bundle's own signature and hashes must catch it on the device
-    payload, chunks = build_transfer_manifest(bytes(data), "digits", "2", keys.key)
+    payload, chunks = build_transfer_manifest(bytes(data), "tiny-digits", "2", keys.key)
     bundle_id = payload["body"]["bundle_id"]
     client = connect(broker.address, "test")
     try:
@@ -83,14 +83,14 @@ def test_bundle_with_one_flipped_byte_is_refused_and_old_model_keeps_serving(
     assert "model.tflite" in reported["install"]["reason"] or "damaged" in reported["install"]["reason"]
     assert reported["active"]["bundle_id"] == v1
     assert reported["last_error"]["bundle_id"] == pub["bundle_id"]
-    still_serves(agent, digits, v1)
+    still_serves(agent, tiny, v1)
 
 
 def test_damaged_chunk_on_broker_fails_then_resumes_when_republished(
-        tmp_path, broker, keys, digits, running):
+        tmp_path, broker, keys, tiny, running):
     topics, watcher, agent, v1 = running
-    v3 = rebuild(digits.bundle, tmp_path / "v3.efb", keys, "3")
-    payload, chunks = build_transfer_manifest(v3.read_bytes(), "digits", "3", keys.key, chunk_size=2048)
+    v3 = rebuild(tiny.bundle, tmp_path / "v3.efb", keys, "3")
+    payload, chunks = build_transfer_manifest(v3.read_bytes(), "tiny-digits", "3", keys.key, chunk_size=2048)
     bundle_id = payload["body"]["bundle_id"]
     assert len(chunks) > 3
     client = connect(broker.address, "test")
@@ -108,18 +108,18 @@ def test_damaged_chunk_on_broker_fails_then_resumes_when_republished(
             and r["install"]["bundle_id"] == bundle_id, 60)
         assert "chunk 2 failed its SHA-256 check" in failed["install"]["reason"]
         assert failed["active"]["bundle_id"] == v1
-        still_serves(agent, digits, v1)
+        still_serves(agent, tiny, v1)
 
         # the operator fixes the chunk and asks again: only what is missing is fetched
         put(topics.bundle_chunk(bundle_id, 2), chunks[2])
         put(topics.device_desired(DEVICE), messages.desired_payload(bundle_id))
         watcher.wait_for(topics.reported(DEVICE), is_active(bundle_id), 60)
-        still_serves(agent, digits, bundle_id)
+        still_serves(agent, tiny, bundle_id)
     finally:
         close(client)
 
 
-def test_malformed_messages_never_stop_the_agent(broker, digits, running):
+def test_malformed_messages_never_stop_the_agent(broker, tiny, running):
     topics, watcher, agent, v1 = running
     client = connect(broker.address, "test")
     try:
@@ -142,7 +142,7 @@ def test_malformed_messages_never_stop_the_agent(broker, digits, running):
         assert status == 400 and "npy" in answer["error"]
     finally:
         close(client)
-    still_serves(agent, digits, v1)
+    still_serves(agent, tiny, v1)
     assert agent.proc is not None and agent.proc.poll() is None
 
 
@@ -161,7 +161,7 @@ def _wait_failed(watcher: Watcher, topics: Topics, bundle_id: str) -> dict:
         and r["install"]["state"] == "failed", 60)
 
 
-def _refused_at_self_test(bad: Path, broker, keys, digits, running, words: str) -> None:
+def _refused_at_self_test(bad: Path, broker, keys, tiny, running, words: str) -> None:
     """Publish BAD; it must fail its self-test with WORDS in the reason while v1 keeps serving."""
     topics, watcher, agent, v1 = running
     pub = publish_cli(bad, broker.address, topics.prefix, keys.private, "--device", DEVICE)
@@ -169,29 +169,29 @@ def _refused_at_self_test(bad: Path, broker, keys, digits, running, words: str) 
     assert reported["install"]["stage"] == "self-test"
     assert words in reported["install"]["reason"]
     assert reported["active"]["bundle_id"] == v1
-    still_serves(agent, digits, v1)
+    still_serves(agent, tiny, v1)
 
 
-def test_signed_model_that_will_not_load_fails_self_test(tmp_path, broker, keys, digits, running):
-    bad = _signed_variant(digits.bundle, tmp_path / "v4.efb", keys, "4",
+def test_signed_model_that_will_not_load_fails_self_test(tmp_path, broker, keys, tiny, running):
+    bad = _signed_variant(tiny.bundle, tmp_path / "v4.efb", keys, "4",
                           **{"model.tflite": b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64})
-    _refused_at_self_test(bad, broker, keys, digits, running, "could not load the model")
+    _refused_at_self_test(bad, broker, keys, tiny, running, "could not load the model")
 
 
-def test_model_that_disagrees_with_its_golden_set_is_not_activated(tmp_path, broker, keys, digits, running):
+def test_model_that_disagrees_with_its_golden_set_is_not_activated(tmp_path, broker, keys, tiny, running):
     import io
 
-    golden = np.load(io.BytesIO(open_bundle(digits.bundle.read_bytes(),
+    golden = np.load(io.BytesIO(open_bundle(tiny.bundle.read_bytes(),
                                             TrustStore.from_folder(keys.trust_dir)).files["golden.npz"]))
     buf = io.BytesIO()
     # the reference says every sample is the next class: a model that really answers must fail
     np.savez(buf, inputs=golden["inputs"], reference_outputs=np.roll(golden["reference_outputs"], 1, axis=1),
              float_outputs=golden["float_outputs"])
-    bad = _signed_variant(digits.bundle, tmp_path / "v5.efb", keys, "5", **{"golden.npz": buf.getvalue()})
-    _refused_at_self_test(bad, broker, keys, digits, running, "top-1 agreement")
+    bad = _signed_variant(tiny.bundle, tmp_path / "v5.efb", keys, "5", **{"golden.npz": buf.getvalue()})
+    _refused_at_self_test(bad, broker, keys, tiny, running, "top-1 agreement")
 
 
-def test_desired_bundle_missing_from_broker_fails_after_the_manifest_timeout(broker, digits, running):
+def test_desired_bundle_missing_from_broker_fails_after_the_manifest_timeout(broker, tiny, running):
     topics, watcher, agent, v1 = running
     client = connect(broker.address, "test")
     try:
@@ -205,4 +205,4 @@ def test_desired_bundle_missing_from_broker_fails_after_the_manifest_timeout(bro
         and r["install"]["state"] == "failed", 30)
     assert reported["install"]["stage"] == "manifest"
     assert "no manifest for ghost-1-000000000000 on the broker" in reported["install"]["reason"]
-    still_serves(agent, digits, v1)
+    still_serves(agent, tiny, v1)

@@ -47,8 +47,8 @@ def test_integer_accepted_for_float_settings():
     assert parse_config({**BASE, "telemetry": {"interval_s": 2}}).telemetry.interval_s == 2.0
 
 
-def test_store_resumes_and_drops_damaged_chunks(tmp_path, keypair):
-    key, trust_dir = keypair
+def test_store_resumes_and_drops_damaged_chunks(tmp_path, keys):
+    key, trust_dir = keys.key, keys.trust_dir
     data = bytes(range(256)) * 40
     payload, chunks = build_transfer_manifest(data, "m", "1", key, chunk_size=1024)
     m = parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(trust_dir),

@@ -34,12 +34,12 @@ def _request(path: str, method: str, url: str, body: bytes | None = None,
 
 
 @pytest.fixture
-def model(keys, digits) -> TFLiteModel:
-    bundle = open_bundle(digits.bundle.read_bytes(), TrustStore.from_folder(keys.trust_dir))
+def model(keys, tiny) -> TFLiteModel:
+    bundle = open_bundle(tiny.bundle.read_bytes(), TrustStore.from_folder(keys.trust_dir))
     return TFLiteModel(bundle.model_bytes)
 
 
-def test_unix_socket_serves_json_and_npy(tmp_path, model, digits):
+def test_unix_socket_serves_json_and_npy(tmp_path, model, tiny):
     def infer(x):
         out, lat = model.predict(x)
         return {"top1": out.argmax(-1).tolist(), "latency_ms": [v * 1000 for v in lat]}
@@ -48,7 +48,7 @@ def test_unix_socket_serves_json_and_npy(tmp_path, model, digits):
     server, bound = start_local_api(f"unix:{sock}", LocalApi(infer, lambda: {"bundle_id": "b"}))
     try:
         assert bound == f"unix:{sock}"
-        x = np.load(digits.eval)["x"][:4]
+        x = tiny.x[:4]
         status, answer = _request(str(sock), "POST", "/v1/infer", json.dumps({"inputs": x.tolist()}).encode())
         assert status == 200 and len(answer["top1"]) == 4
         import io

@@ -71,7 +71,7 @@ def test_restart_with_chunks_on_disk_asks_only_for_the_missing_ones():
 
 
 def test_everything_on_disk_completes_at_once_without_subscribing():
-    t, actions = started(on_disk=set(range(7)))
+    _, actions = started(on_disk=set(range(7)))
     assert subscribed(actions) == []
     assert actions[-1] == tx.Complete()
 
@@ -118,7 +118,8 @@ def test_no_manifest_within_the_timeout_fails_at_the_manifest_stage():
 def test_a_refused_manifest_fails_but_a_late_copy_after_acceptance_changes_nothing():
     t = tx.Transfer(M.bundle_id, LIMITS)
     t.start(now=0.0)
-    assert of(t.manifest_refused("signature rejected"), tx.Failed) == [tx.Failed("manifest", "signature rejected")]
+    refused = t.manifest_refused("signature rejected")
+    assert of(refused, tx.Failed) == [tx.Failed("manifest", "signature rejected")]
     t2, _ = started()
     assert t2.manifest_refused("late garbage") == []
     assert t2.manifest_accepted(M, set(), now=1.0) == []  # a retained copy delivered twice

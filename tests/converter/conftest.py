@@ -1,4 +1,4 @@
-"""Shared fixtures: one trained digits model, written to files, and one converted bundle.
+"""Shared fixtures: one converted bundle of the digits model, and the self-test rule.
 
 TensorFlow is imported inside the fixtures, not at collection time, so that collecting
 the whole test tree stays TensorFlow-free (the agent must never import it).
@@ -13,28 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgefleet.protocol.signing import generate_keypair
+from tests.support import Keys
 
-
-@pytest.fixture(scope="session")
-def digits_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """model.keras, calib.npz and eval.npz of the demo CNN, trained once per test run."""
-    pytest.importorskip("tensorflow")
-    from edgefleet.converter.digits import write_digits_files
-
-    return write_digits_files(tmp_path_factory.mktemp("digits"), seed=0)
-
-
-@pytest.fixture(scope="session")
-def session_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("keys")
-    private, public = generate_keypair(folder)
-    return {"private": private, "public": public, "folder": folder}
+# digits_files (the demo CNN trained once per session) and keys live in tests/conftest.py
 
 
 @pytest.fixture(scope="session")
 def converted(
-    digits_files: dict[str, Path], session_keys: dict[str, Path],
+    digits_files: dict[str, Path], keys: Keys,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """The digits model converted with eval data; also the progress lines it printed."""
@@ -43,7 +29,7 @@ def converted(
     messages: list[str] = []
     result = convert(
         digits_files["model"], digits_files["calib"],
-        tmp_path_factory.mktemp("out") / "digits.efb", session_keys["private"],
+        tmp_path_factory.mktemp("out") / "digits.efb", keys.private,
         eval_path=digits_files["eval"], progress=messages.append,
     )
     return {"result": result, "messages": messages}

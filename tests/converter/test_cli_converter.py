@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgefleet.cli import main
+from tests.support import Keys
 
 if importlib.util.find_spec("tensorflow") is None:
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
@@ -18,13 +19,13 @@ if importlib.util.find_spec("tensorflow") is None:
 pytestmark = pytest.mark.slow
 
 
-def test_convert_variants_with_pruning_json(digits_files: dict[str, Path], session_keys: dict[str, Path],
+def test_convert_variants_with_pruning_json(digits_files: dict[str, Path], keys: Keys,
                                             tmp_path: Path) -> None:
     out = tmp_path / "p.efb"
     result = CliRunner().invoke(main, [
         "convert", str(digits_files["model"]), "--calib", str(digits_files["calib"]),
         "--eval", str(digits_files["eval"]), "--train", str(digits_files["train"]), "--out", str(out),
-        "--key", str(session_keys["private"]), "--variants", "int8,pruned-int8", "--sparsity", "0.5",
+        "--key", str(keys.private), "--variants", "int8,pruned-int8", "--sparsity", "0.5",
         "--prune-epochs", "1", "--pick", "pruned-int8", "--no-latency", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -37,11 +38,11 @@ def test_convert_variants_with_pruning_json(digits_files: dict[str, Path], sessi
     assert out.exists() and Path(f"{out.with_suffix('')}.report.md").exists()
 
 
-def test_pruned_variant_needs_training_data(digits_files: dict[str, Path], session_keys: dict[str, Path],
+def test_pruned_variant_needs_training_data(digits_files: dict[str, Path], keys: Keys,
                                             tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [
         "convert", str(digits_files["model"]), "--calib", str(digits_files["calib"]),
-        "--out", str(tmp_path / "p.efb"), "--key", str(session_keys["private"]), "--mode", "pruned-int8"])
+        "--out", str(tmp_path / "p.efb"), "--key", str(keys.private), "--mode", "pruned-int8"])
     assert result.exit_code == 1 and "--train" in result.output
 
 
@@ -66,7 +67,7 @@ def test_distill_command_reports_teacher_student_and_labels_only(digits_files: d
 
 def test_inspect_tflite_lists_ops_quantisation_and_readiness(digits_files: dict[str, Path],
                                                               tmp_path: Path) -> None:
-    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.quantization import QuantOptions, quantize
     from edgefleet.converter.sources import load_model_source
 
     source = load_model_source(digits_files["model"])
@@ -86,7 +87,7 @@ def test_inspect_tflite_lists_ops_quantisation_and_readiness(digits_files: dict[
 
 
 def test_bad_data_and_options_fail_early_with_what_to_do(
-        digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path) -> None:
+        digits_files: dict[str, Path], keys: Keys, tmp_path: Path) -> None:
     import numpy as np
 
     x = np.load(digits_files["calib"])["x"]
@@ -95,7 +96,7 @@ def test_bad_data_and_options_fail_early_with_what_to_do(
     np.savez(tmp_path / "labels.npz", x=ev["x"], y=ev["y"] + 5)
     (tmp_path / "text.npz").write_text("not data")
     base = ["convert", str(digits_files["model"]), "--out", str(tmp_path / "o.efb"),
-            "--key", str(session_keys["private"]), "--no-latency", "--mode", "int8"]
+            "--key", str(keys.private), "--no-latency", "--mode", "int8"]
     cases = [
         (["--calib", str(tmp_path / "nan.npz")], "NaN or infinite"),
         (["--calib", str(digits_files["calib"]), "--eval", str(tmp_path / "labels.npz")],
@@ -111,20 +112,20 @@ def test_bad_data_and_options_fail_early_with_what_to_do(
     victim = tmp_path / "victim.keras"
     victim.write_bytes(digits_files["model"].read_bytes())
     same = CliRunner().invoke(main, ["convert", str(victim), "--calib", str(digits_files["calib"]),
-                                     "--out", str(victim), "--key", str(session_keys["private"])])
+                                     "--out", str(victim), "--key", str(keys.private)])
     assert same.exit_code == 1 and "is the model being converted" in same.output
     assert victim.read_bytes() == digits_files["model"].read_bytes()
 
 
 def test_inspect_trust_refusal_is_a_failed_check(
-        digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path) -> None:
+        digits_files: dict[str, Path], keys: Keys, tmp_path: Path) -> None:
     from edgefleet.converter.build import convert
     from edgefleet.protocol.signing import generate_keypair
 
     bundle = tmp_path / "b.efb"
-    convert(digits_files["model"], digits_files["calib"], bundle, session_keys["private"], mode="int8",
+    convert(digits_files["model"], digits_files["calib"], bundle, keys.private, mode="int8",
             measure_latency=False, chart=False)
-    ok = CliRunner().invoke(main, ["inspect", str(bundle), "--trust", str(session_keys["folder"])])
+    ok = CliRunner().invoke(main, ["inspect", str(bundle), "--trust", str(keys.trust_dir)])
     assert ok.exit_code == 0 and "signature and hashes: OK" in ok.output
     generate_keypair(tmp_path / "other")
     refused = CliRunner().invoke(main, ["inspect", str(bundle), "--trust", str(tmp_path / "other")])

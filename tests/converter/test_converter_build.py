@@ -15,6 +15,7 @@ from edgefleet.converter.errors import ConversionError
 from edgefleet.protocol.bundle import BundleError, open_bundle
 from edgefleet.protocol.signing import TrustStore, generate_keypair
 from edgefleet.runtime import TFLiteModel
+from tests.support import Keys
 
 if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
@@ -30,9 +31,9 @@ def _golden(bundle: Any) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def bundle(converted: dict[str, Any], session_keys: dict[str, Path]) -> Any:
+def bundle(converted: dict[str, Any], keys: Keys) -> Any:
     data = converted["result"].bundle_path.read_bytes()
-    return open_bundle(data, TrustStore.from_folder(session_keys["folder"]))
+    return open_bundle(data, TrustStore.from_folder(keys.trust_dir))
 
 
 @pytest.mark.slow
@@ -109,8 +110,8 @@ def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
     import keras
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from edgefleet.converter.datasets import load_npz
-    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.data import load_npz
+    from edgefleet.converter.quantization import QuantOptions, quantize
     from edgefleet.converter.sources import source_from_keras
 
     golden, selftest = _golden(bundle), bundle.manifest["selftest"]
@@ -168,14 +169,14 @@ def test_report_and_progress(converted: dict[str, Any], bundle: Any) -> None:
 
 @pytest.mark.slow
 def test_unlabelled_eval_data_gives_agreement_only(
-    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+    digits_files: dict[str, Path], keys: Keys, tmp_path: Path
 ) -> None:
     from edgefleet.converter.build import convert
 
     x_eval = np.load(digits_files["eval"])["x"]
     np.savez(tmp_path / "unlabelled.npz", x=x_eval)
     result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
-                     session_keys["private"], eval_path=tmp_path / "unlabelled.npz",
+                     keys.private, eval_path=tmp_path / "unlabelled.npz",
                      name="digits", version="2", target="rpi5", golden_samples=5)
     m = result.manifest
     assert (m["name"], m["version"], m["target"]["profile"]) == ("digits", "2", "rpi5")
@@ -187,12 +188,12 @@ def test_unlabelled_eval_data_gives_agreement_only(
 
 @pytest.mark.slow
 def test_without_eval_data_golden_comes_from_calibration(
-    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+    digits_files: dict[str, Path], keys: Keys, tmp_path: Path
 ) -> None:
     from edgefleet.converter.build import convert
 
     result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
-                     session_keys["private"], calibration_samples=64)
+                     keys.private, calibration_samples=64)
     metrics = result.manifest["metrics"]
     assert metrics["eval_samples"] == 0 and metrics["agreement_with_float"] is None
     assert result.report["selftest"]["source"] == "calibration"
@@ -231,19 +232,19 @@ def test_missing_signing_key(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_calibration_file_without_x(
-    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+    digits_files: dict[str, Path], keys: Keys, tmp_path: Path
 ) -> None:
     from edgefleet.converter.build import convert
 
     calib = tmp_path / "calib.npz"
     np.savez(calib, images=np.zeros((4, 8, 8, 1)))
     with pytest.raises(ConversionError, match=r"calib.npz has no 'x' array \(it has: images\)"):
-        convert(digits_files["model"], calib, tmp_path / "b.efb", session_keys["private"])
+        convert(digits_files["model"], calib, tmp_path / "b.efb", keys.private)
 
 
 @pytest.mark.slow
 def test_eval_data_of_the_wrong_shape(
-    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+    digits_files: dict[str, Path], keys: Keys, tmp_path: Path
 ) -> None:
     from edgefleet.converter.build import convert
 
@@ -251,14 +252,14 @@ def test_eval_data_of_the_wrong_shape(
     np.savez(bad, x=np.zeros((4, 64)), y=np.zeros(4, np.int64))
     with pytest.raises(ConversionError, match=r"evaluation data has samples of shape \(64,\)"):
         convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
-                session_keys["private"], eval_path=bad)
+                keys.private, eval_path=bad)
 
 
 # The full pipeline: targets, variants, the accuracy gate.
 
 @pytest.mark.slow
 def test_accuracy_gate_fails_the_conversion_with_the_figures(
-    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+    digits_files: dict[str, Path], keys: Keys, tmp_path: Path
 ) -> None:
     """Calibrated on inputs 100x too large, int8 loses most of its accuracy: the gate must
     stop the conversion with both figures and the budget, and write no bundle."""
@@ -271,7 +272,7 @@ def test_accuracy_gate_fails_the_conversion_with_the_figures(
     out = tmp_path / "b.efb"
     result = CliRunner().invoke(main, [
         "convert", str(digits_files["model"]), "--calib", str(calib), "--eval", str(digits_files["eval"]),
-        "--out", str(out), "--key", str(session_keys["private"]), "--mode", "int8",
+        "--out", str(out), "--key", str(keys.private), "--mode", "int8",
         "--max-accuracy-drop", "0.5", "--no-latency", "--quiet"])
     assert result.exit_code == 1, result.output
     assert "int8: top-1 " in result.output and "vs float 99.4%" in result.output
@@ -281,12 +282,12 @@ def test_accuracy_gate_fails_the_conversion_with_the_figures(
 
 @pytest.mark.slow
 def test_edgetpu_target_gives_uint8_static_fully_mappable_model(
-    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+    digits_files: dict[str, Path], keys: Keys, tmp_path: Path
 ) -> None:
     from edgefleet.converter.build import convert
 
     result = convert(digits_files["model"], digits_files["calib"], tmp_path / "b.efb",
-                     session_keys["private"], eval_path=digits_files["eval"], target="coral-usb",
+                     keys.private, eval_path=digits_files["eval"], target="coral-usb",
                      measure_latency=False, chart=False)
     m = result.manifest
     assert m["target"] == {"profile": "coral-usb", "accelerator": "edgetpu"}
@@ -300,14 +301,14 @@ def test_edgetpu_target_gives_uint8_static_fully_mappable_model(
 
 @pytest.mark.slow
 def test_float_tflite_source_converts_through_ai_edge_quantizer(
-    digits_files: dict[str, Path], session_keys: dict[str, Path], tmp_path: Path
+    digits_files: dict[str, Path], keys: Keys, tmp_path: Path
 ) -> None:
     from edgefleet.converter.build import convert
     from edgefleet.converter.sources import load_model_source
 
     float_model = tmp_path / "digits.tflite"
     float_model.write_bytes(load_model_source(digits_files["model"]).float_tflite())
-    result = convert(float_model, digits_files["calib"], tmp_path / "b.efb", session_keys["private"],
+    result = convert(float_model, digits_files["calib"], tmp_path / "b.efb", keys.private,
                      eval_path=digits_files["eval"], variants="int8,dynamic", measure_latency=False,
                      chart=False)
     assert result.report["source"]["kind"] == "tflite"

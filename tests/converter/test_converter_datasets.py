@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefleet.converter.datasets import load_npz
+from edgefleet.converter.data import load_npz
 from edgefleet.converter.errors import ConversionError
 
 

@@ -9,6 +9,8 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # converter.digits imports Keras
+
 
 def test_splits_are_disjoint_stratified_and_scaled() -> None:
     from edgefleet.converter.digits import digits_splits
@@ -36,7 +38,7 @@ def test_splits_are_disjoint_stratified_and_scaled() -> None:
 def test_digits_cnn_reaches_97_percent_held_out(digits_files: dict[str, Path]) -> None:
     import keras
 
-    from edgefleet.converter.datasets import load_npz
+    from edgefleet.converter.data import load_npz
     from edgefleet.converter.evaluate import keras_top1
 
     model = keras.models.load_model(digits_files["model"], compile=False)

@@ -8,6 +8,8 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # every test here builds Keras models
+
 
 def _functional_teacher():  # type: ignore[no-untyped-def]
     import keras
@@ -24,7 +26,7 @@ def _functional_teacher():  # type: ignore[no-untyped-def]
 
 def test_quarter_width_student_has_at_most_a_quarter_of_the_parameters() -> None:
     from edgefleet.converter.digits import build_digits_cnn
-    from edgefleet.converter.distill import scaled_student
+    from edgefleet.converter.distillation import scaled_student
 
     for teacher in (build_digits_cnn(), _functional_teacher()):
         student = scaled_student(teacher, 0.25)
@@ -53,7 +55,7 @@ def test_quarter_width_student_has_at_most_a_quarter_of_the_parameters() -> None
 @pytest.mark.parametrize("width", [0, -0.5, 1.5])
 def test_width_outside_zero_to_one_is_refused(width: float) -> None:
     from edgefleet.converter.digits import build_digits_cnn
-    from edgefleet.converter.distill import scaled_student
+    from edgefleet.converter.distillation import scaled_student
     from edgefleet.converter.errors import ConversionError
 
     with pytest.raises(ConversionError, match=r"width must be in \(0, 1\]"):
@@ -64,7 +66,7 @@ def test_bad_inputs_get_clear_errors() -> None:
     import keras
 
     from edgefleet.converter.digits import build_digits_cnn
-    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.distillation import DistillOptions, distill, scaled_student
     from edgefleet.converter.errors import ConversionError
 
     teacher = build_digits_cnn()
@@ -91,7 +93,7 @@ def test_teacher_logits_are_recovered_from_softmax_outputs() -> None:
     """Softmax on the output layer, a separate softmax layer, or none: the same softened targets."""
     import keras
 
-    from edgefleet.converter.distill import _logits
+    from edgefleet.converter.distillation.models import model_logits as _logits
 
     keras.utils.set_random_seed(0)
     base = _functional_teacher()
@@ -116,7 +118,7 @@ def test_unlabelled_distillation_reports_progress_and_json() -> None:
     import json
 
     from edgefleet.converter.digits import build_digits_cnn, digits_splits
-    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.distillation import DistillOptions, distill, scaled_student
 
     (x, _), (x_eval, y_eval) = digits_splits()["train"], digits_splits()["eval"]
     teacher = build_digits_cnn()
@@ -157,7 +159,7 @@ def test_distilled_quarter_size_student_keeps_the_teachers_accuracy() -> None:
     distillation loss but is weaker than the acceptance wording.
     """
     from edgefleet.converter.digits import digits_splits, train_digits_cnn, with_shifts
-    from edgefleet.converter.distill import DistillOptions, distill, scaled_student
+    from edgefleet.converter.distillation import DistillOptions, distill, scaled_student
 
     splits = digits_splits(seed=0)
     teacher = train_digits_cnn(*splits["train"], seed=0)

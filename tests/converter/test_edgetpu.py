@@ -9,14 +9,10 @@ import stat
 import numpy as np
 import pytest
 
-from edgefleet.converter.edgetpu import (
-    EDGETPU_OPS,
-    check_edgetpu,
-    check_npu,
-    parse_compiler_log,
-    run_compiler,
-)
-from edgefleet.converter.xnnpack_sparse import check_xnnpack_sparse
+from edgefleet.converter.targets.edgetpu import EDGETPU_OPS, check_edgetpu
+from edgefleet.converter.targets.edgetpu_compiler import parse_compiler_log, run_compiler
+from edgefleet.converter.targets.npu import check_npu
+from edgefleet.converter.targets.xnnpack_sparse import check_xnnpack_sparse
 
 SHAPE = (32, 32, 3)
 

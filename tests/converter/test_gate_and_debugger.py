@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.gate import GateError, GateResult, check_accuracy_drop, raise_if_failed
-from edgefleet.converter.metrics import MAX_SNR_DB, compare, reference_metrics
+from edgefleet.converter.quantization.gate import GateError, GateResult, check_accuracy_drop, raise_if_failed
+from edgefleet.converter.quantization.metrics import MAX_SNR_DB, compare, reference_metrics
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None  # find, not import: collection stays light
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="needs the converter extra (TensorFlow)")
@@ -162,7 +162,7 @@ def _factory(model: Any) -> Callable[[], Any]:
 @needs_tf
 @pytest.mark.slow
 def test_gate_on_real_conversions(mlp: dict[str, Any]) -> None:
-    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.quantization import QuantOptions, quantize
     from edgefleet.converter.sources import source_from_keras
 
     def convert_int8(model: Any, x: np.ndarray) -> bytes:
@@ -186,7 +186,7 @@ def test_gate_on_real_conversions(mlp: dict[str, Any]) -> None:
 @needs_tf
 @pytest.mark.slow
 def test_layer_errors_name_the_bad_layer_first(mlp: dict[str, Any]) -> None:
-    from edgefleet.converter.debugger import layer_errors
+    from edgefleet.converter.quantization.debugger import layer_errors
 
     errors = layer_errors(_factory(mlp["outlier"]), mlp["splits"]["calib"][0], samples=50)
     assert len(errors) >= 3
@@ -206,7 +206,7 @@ def test_layer_errors_name_the_bad_layer_first(mlp: dict[str, Any]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
 def test_keep_float_layers_until_the_gate_passes(mlp: dict[str, Any], io_dtype: str) -> None:
-    from edgefleet.converter.debugger import keep_float_layers_until
+    from edgefleet.converter.quantization.debugger import keep_float_layers_until
     from edgefleet.runtime import TFLiteModel
 
     lines: list[str] = []
@@ -233,7 +233,7 @@ def test_keep_float_layers_until_the_gate_passes(mlp: dict[str, Any], io_dtype: 
 @needs_tf
 @pytest.mark.slow
 def test_keep_float_layers_says_when_it_cannot(mlp: dict[str, Any]) -> None:
-    from edgefleet.converter.debugger import keep_float_layers_until, layer_errors
+    from edgefleet.converter.quantization.debugger import keep_float_layers_until, layer_errors
 
     factory, calib_x = _factory(mlp["outlier"]), mlp["splits"]["calib"][0]
     ranking = layer_errors(factory, calib_x, samples=50)
@@ -266,7 +266,7 @@ def test_convert_keeps_the_broken_layer_in_float_to_pass_the_gate(
     """`convert --max-accuracy-drop 0.5 --keep-float-layers auto` end to end: fails without
     the option, passes with it, and says which layer stayed in float."""
     from edgefleet.converter.build import convert
-    from edgefleet.converter.gate import GateError
+    from edgefleet.converter.quantization.gate import GateError
     from edgefleet.protocol.signing import generate_keypair
 
     splits = mlp["splits"]

@@ -18,12 +18,14 @@ pytest.importorskip("tensorflow")
 import keras
 
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.prune import PruneOptions, PruneResult, prune
-from edgefleet.converter.prune_keras3 import PolynomialSchedule, m_by_n_mask, magnitude_mask
+from edgefleet.converter.pruning import PruneOptions, PruneResult, prune
+from edgefleet.converter.pruning.keras3 import PolynomialSchedule, m_by_n_mask, magnitude_mask
+
+pytestmark = pytest.mark.slow  # Keras loads when this module is imported
 
 
 def _tfmot() -> Any:
-    from edgefleet.converter.prune_tfmot import tfmot
+    from edgefleet.converter.pruning.tfmot import tfmot
 
     return tfmot()
 
@@ -228,7 +230,7 @@ def test_tfmot_reaches_sparsity_and_strips(tf_keras_trained: Any, splits: dict) 
     result = prune(model, *splits["train"], PruneOptions(target_sparsity=0.75, epochs=3))
     assert result.framework == "tfmot"
     assert isinstance(result.model, tf_keras.Model)
-    from edgefleet.converter.prune_tfmot import has_pruning_wrappers
+    from edgefleet.converter.pruning.tfmot import has_pruning_wrappers
 
     assert not has_pruning_wrappers(result.model)
     assert list(result.layer_sparsity) == _kernel_layers(model)
@@ -372,7 +374,7 @@ def test_sparse_format_int8_converts_and_runs_on_builtin_kernels(
 @pytest.mark.xfail(
     raises=RuntimeError, strict=True,
     reason="LiteRT 2.3's default XNNPACK delegate fails to prepare the FULLY_CONNECTED fed by DENSIFY "
-    "(cf. tensorflow/tensorflow#60762); agent.runtime.TFLiteModel cannot turn the delegate off",
+    "(cf. tensorflow/tensorflow#60762); edgefleet.runtime.TFLiteModel cannot turn the delegate off",
 )
 def test_sparse_format_int8_in_tflitemodel(int8_files: dict[str, bytes], splits: dict) -> None:
     from edgefleet.runtime import TFLiteModel

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.quantize import MODES, QuantOptions, quantize
+from edgefleet.converter.quantization import MODES, QuantOptions, quantize
 from edgefleet.converter.sources import ModelSource
 from edgefleet.runtime import TFLiteModel
 

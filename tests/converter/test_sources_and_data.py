@@ -204,7 +204,7 @@ def test_saved_model_without_serving_signature(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tflite_source_must_be_float(tmp_path: Path) -> None:
-    from edgefleet.converter.quantize import QuantOptions, quantize
+    from edgefleet.converter.quantization import QuantOptions, quantize
     from edgefleet.converter.sources import load_model_source, source_from_keras
     from edgefleet.runtime import TFLiteModel
 

@@ -21,16 +21,16 @@ from tests.support import Watcher
 
 
 @pytest.fixture
-def bundle_file(tmp_path, keypair):
+def bundle_file(tmp_path, keys):
     files = {"model.tflite": os.urandom(150_000), "golden.npz": b"g"}
     path = tmp_path / "toy.efb"
     write_bundle(path, {"name": "toy", "version": "7", "model": {"file": "model.tflite"}}, files,
-                 keypair[0])
+                 keys.key)
     return path
 
 
-def test_publish_leaves_manifest_chunks_and_desired_retained(broker, prefix, keypair, bundle_file):
-    key, trust_dir = keypair
+def test_publish_leaves_manifest_chunks_and_desired_retained(broker, prefix, keys, bundle_file):
+    key, trust_dir = keys.key, keys.trust_dir
     topics = Topics(prefix)
     client = connect(broker.address, "test")
     try:
@@ -58,11 +58,11 @@ def test_publish_leaves_manifest_chunks_and_desired_retained(broker, prefix, key
         late.close()
 
 
-def test_publish_refuses_bad_target_ids(broker, prefix, keypair, bundle_file):
+def test_publish_refuses_bad_target_ids(broker, prefix, keys, bundle_file):
     client = connect(broker.address, "test")
     try:
         with pytest.raises(ValueError, match="device id"):
-            publish_bundle(client, Topics(prefix), bundle_file, keypair[0], devices=["a/#"])
+            publish_bundle(client, Topics(prefix), bundle_file, keys.key, devices=["a/#"])
     finally:
         close(client)
 
@@ -105,7 +105,7 @@ def test_monitor_table_shows_markup_and_odd_ids_as_text():
     assert "[bold]pi" in text and "[/x]" in text and "[red]m" in text
 
 
-def test_publish_refuses_a_damaged_bundle(broker, prefix, keypair, bundle_file):
+def test_publish_refuses_a_damaged_bundle(broker, prefix, keys, bundle_file):
     from edgefleet.protocol.bundle import BundleError
 
     data = bytearray(bundle_file.read_bytes())
@@ -114,7 +114,7 @@ def test_publish_refuses_a_damaged_bundle(broker, prefix, keypair, bundle_file):
     client = connect(broker.address, "test")
     try:
         with pytest.raises(BundleError):
-            publish_bundle(client, Topics(prefix), bundle_file, keypair[0], devices=["d1"])
+            publish_bundle(client, Topics(prefix), bundle_file, keys.key, devices=["d1"])
     finally:
         close(client)
 

@@ -31,8 +31,8 @@ def manifest() -> dict:
             "selftest": {"file": "golden.npz"}}
 
 
-def test_round_trip_verifies_and_lists_every_file_hash(tmp_path, keypair, files, manifest):
-    key, trust_dir = keypair
+def test_round_trip_verifies_and_lists_every_file_hash(tmp_path, keys, files, manifest):
+    key, trust_dir = keys.key, keys.trust_dir
     data = write_bundle(tmp_path / "b.efb", manifest, files, key)
     bundle = open_bundle(data, TrustStore.from_folder(trust_dir))
     assert bundle.name == "toy" and bundle.version == "3"
@@ -43,14 +43,14 @@ def test_round_trip_verifies_and_lists_every_file_hash(tmp_path, keypair, files,
     assert {"manifest.json", "manifest.sig", *files} == set(zipfile.ZipFile(tmp_path / "b.efb").namelist())
 
 
-def test_same_inputs_give_identical_bytes(tmp_path, keypair, files, manifest):
-    key, _ = keypair
+def test_same_inputs_give_identical_bytes(tmp_path, keys, files, manifest):
+    key = keys.key
     first = write_bundle(tmp_path / "a", manifest, files, key)
     assert first == write_bundle(tmp_path / "b", manifest, files, key)
 
 
-def test_every_single_flipped_byte_is_refused(tmp_path, keypair, files, manifest):
-    key, trust_dir = keypair
+def test_every_single_flipped_byte_is_refused(tmp_path, keys, files, manifest):
+    key, trust_dir = keys.key, keys.trust_dir
     trust = TrustStore.from_folder(trust_dir)
     data = write_bundle(tmp_path / "b.efb", manifest, files, key)
     for pos in range(len(data)):
@@ -66,8 +66,8 @@ def test_every_single_flipped_byte_is_refused(tmp_path, keypair, files, manifest
             assert open_bundle(bytes(damaged), trust).files == files
 
 
-def test_flipped_byte_in_model_names_the_file(tmp_path, keypair, files, manifest):
-    key, trust_dir = keypair
+def test_flipped_byte_in_model_names_the_file(tmp_path, keys, files, manifest):
+    key, trust_dir = keys.key, keys.trust_dir
     buf = io.BytesIO()
     data = write_bundle(tmp_path / "b.efb", manifest, files, key)
     with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(buf, "w") as dst:
@@ -80,23 +80,23 @@ def test_flipped_byte_in_model_names_the_file(tmp_path, keypair, files, manifest
         open_bundle(buf.getvalue(), TrustStore.from_folder(trust_dir))
 
 
-def test_unknown_signer_is_refused_with_hint(tmp_path, keypair, files, manifest):
-    _, trust_dir = keypair
+def test_unknown_signer_is_refused_with_hint(tmp_path, keys, files, manifest):
+    trust_dir = keys.trust_dir
     private, _ = generate_keypair(tmp_path / "other")
     data = write_bundle(tmp_path / "b.efb", manifest, files, SigningKey.load(private))
     with pytest.raises(BundleError, match=r"not in the trust store.*trust folder"):
         open_bundle(data, TrustStore.from_folder(trust_dir))
 
 
-def test_empty_trust_store_refuses_everything(tmp_path, keypair, files, manifest):
-    key, _ = keypair
+def test_empty_trust_store_refuses_everything(tmp_path, keys, files, manifest):
+    key = keys.key
     data = write_bundle(tmp_path / "b.efb", manifest, files, key)
     with pytest.raises(BundleError, match="0 trusted key"):
         open_bundle(data, TrustStore.from_folder(tmp_path / "empty"))
 
 
-def test_file_smuggled_into_container_is_refused(tmp_path, keypair, files, manifest):
-    key, trust_dir = keypair
+def test_file_smuggled_into_container_is_refused(tmp_path, keys, files, manifest):
+    key, trust_dir = keys.key, keys.trust_dir
     data = write_bundle(tmp_path / "b.efb", manifest, files, key)
     buf = io.BytesIO(data)
     with zipfile.ZipFile(buf, "a") as zf:
@@ -105,18 +105,18 @@ def test_file_smuggled_into_container_is_refused(tmp_path, keypair, files, manif
         open_bundle(buf.getvalue(), TrustStore.from_folder(trust_dir))
 
 
-def test_not_a_zip_is_refused(keypair):
+def test_not_a_zip_is_refused(keys):
     with pytest.raises(BundleError, match="zip"):
-        open_bundle(b"hello", TrustStore.from_folder(keypair[1]))
+        open_bundle(b"hello", TrustStore.from_folder(keys.trust_dir))
 
 
-def test_manifest_readable_without_keys(tmp_path, keypair, files, manifest):
-    data = write_bundle(tmp_path / "b.efb", manifest, files, keypair[0])
+def test_manifest_readable_without_keys(tmp_path, keys, files, manifest):
+    data = write_bundle(tmp_path / "b.efb", manifest, files, keys.key)
     m = read_manifest_unverified(data)
     assert m["format"] == "edgefleet.bundle/1"
     assert json.loads(json.dumps(m)) == m
 
 
-def test_missing_golden_set_cannot_be_written(tmp_path, keypair, manifest):
+def test_missing_golden_set_cannot_be_written(tmp_path, keys, manifest):
     with pytest.raises(BundleError, match=r"golden\.npz"):
-        write_bundle(tmp_path / "b", manifest, {"model.tflite": b"x"}, keypair[0])
+        write_bundle(tmp_path / "b", manifest, {"model.tflite": b"x"}, keys.key)

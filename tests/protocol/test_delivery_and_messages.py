@@ -19,8 +19,8 @@ from edgefleet.protocol.signing import SigningKey, TrustStore, generate_keypair
 from edgefleet.protocol.topics import Topics, check_id
 
 
-def test_chunks_reassemble_and_hashes_match(keypair):
-    key, trust_dir = keypair
+def test_chunks_reassemble_and_hashes_match(keys):
+    key, trust_dir = keys.key, keys.trust_dir
     data = os.urandom(200_000)
     payload, chunks = build_transfer_manifest(data, "m", "1", key, chunk_size=65536)
     assert [len(c) for c in chunks] == [65536, 65536, 65536, 200_000 - 3 * 65536]
@@ -32,8 +32,8 @@ def test_chunks_reassemble_and_hashes_match(keypair):
     assert m.bundle_id.startswith("m-1-")
 
 
-def test_tampered_manifest_is_refused(keypair):
-    key, trust_dir = keypair
+def test_tampered_manifest_is_refused(keys):
+    key, trust_dir = keys.key, keys.trust_dir
     payload, _ = build_transfer_manifest(b"x" * 5000, "m", "1", key, chunk_size=1024)
     payload["body"]["bundle_size"] = 4000
     with pytest.raises(DeliveryError, match="signature"):
@@ -41,25 +41,25 @@ def test_tampered_manifest_is_refused(keypair):
                                 payload["body"]["bundle_id"])
 
 
-def test_manifest_for_another_bundle_is_refused(keypair):
-    key, trust_dir = keypair
+def test_manifest_for_another_bundle_is_refused(keys):
+    key, trust_dir = keys.key, keys.trust_dir
     payload, _ = build_transfer_manifest(b"x" * 5000, "m", "1", key, chunk_size=1024)
     with pytest.raises(DeliveryError, match="expected"):
         parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(trust_dir), "other")
 
 
-def test_manifest_signed_by_stranger_is_refused(tmp_path, keypair):
+def test_manifest_signed_by_stranger_is_refused(tmp_path, keys):
     private, _ = generate_keypair(tmp_path)
     payload, _ = build_transfer_manifest(b"x" * 5000, "m", "1", SigningKey.load(private), 1024)
     with pytest.raises(DeliveryError, match="not in the trust store"):
-        parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(keypair[1]),
+        parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(keys.trust_dir),
                                 payload["body"]["bundle_id"])
 
 
 @pytest.mark.parametrize("payload", [b"", b"{", b"[]", b'{"body": 1, "signature": {}}'])
-def test_garbage_manifest_payloads_are_refused(keypair, payload):
+def test_garbage_manifest_payloads_are_refused(keys, payload):
     with pytest.raises(DeliveryError):
-        parse_transfer_manifest(payload, TrustStore.from_folder(keypair[1]), "x")
+        parse_transfer_manifest(payload, TrustStore.from_folder(keys.trust_dir), "x")
 
 
 def test_chunk_size_limits():
@@ -116,10 +116,10 @@ def test_topic_layout():
 
 
 @pytest.mark.parametrize("sig", [123, None, ["x"], "!!!"])
-def test_malformed_signature_values_are_signature_errors(keypair, sig):
+def test_malformed_signature_values_are_signature_errors(keys, sig):
     from edgefleet.protocol.signing import SignatureError
 
-    key, trust_dir = keypair
+    key, trust_dir = keys.key, keys.trust_dir
     with pytest.raises(SignatureError):
         TrustStore.from_folder(trust_dir).verify(b"data", {"alg": "ed25519", "key_id": key.key_id,
                                                            "sig": sig})

@@ -170,8 +170,7 @@ def distill(teacher: Path, student_path: Path | None, width: float | None, train
                                  param_hint="--out")
     show = not (quiet or as_json)
     with ProgressBars(show) as bars, quiet_native_output(expected=(click.ClickException,)):
-        from edgefleet.converter.distill import DistillOptions
-        from edgefleet.converter.distill_files import distill_files
+        from edgefleet.converter.distillation import DistillOptions, distill_files
         from edgefleet.converter.errors import ConversionError
 
         try:

@@ -5,8 +5,8 @@ polynomial schedule raises the sparsity of every prunable kernel from
 `initial_sparsity` to `target_sparsity`, and returns the stripped copy (same framework
 as the input, no wrappers, real zeros) with the sparsity reached per layer.
 
-Keras 3 models use the native implementation in :mod:`converter.prune_keras3`;
-legacy tf-keras models use tensorflow-model-optimization (:mod:`converter.prune_tfmot`).
+Keras 3 models use the native implementation in :mod:`converter.pruning.keras3`;
+legacy tf-keras models use tensorflow-model-optimization (:mod:`converter.pruning.tfmot`).
 
 Schedule: pruning starts at step 0 and reaches the target at `end_step`, the last
 multiple of `frequency` within the first PRUNING_FRACTION of the fine-tuning steps; the
@@ -24,19 +24,19 @@ layer has no softmax/sigmoid.
 
 from __future__ import annotations
 
+from edgefleet.converter import tfenv  # noqa: F401  (before Keras loads TensorFlow)
+
+# isort: split
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (see int8.py)
 
 import keras
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.prune_keras3 import (
+from edgefleet.converter.pruning.keras3 import (
     MagnitudePruning,
     PolynomialSchedule,
     check_m_by_n,
@@ -102,7 +102,7 @@ def prune(
             model, x, y, schedule, options, loss, learning_rate, validation, on_epoch_end
         )
     else:
-        from edgefleet.converter.prune_tfmot import prune_tf_keras
+        from edgefleet.converter.pruning.tfmot import prune_tf_keras
 
         run = prune_tf_keras(
             model, x, y, schedule, epochs=options.epochs, batch_size=options.batch_size, loss=loss,

@@ -23,7 +23,6 @@ import contextlib
 import csv
 import io
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,9 +31,8 @@ from typing import Any
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.gate import GateResult
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (see int8.py)
+from edgefleet.converter.quantization.gate import GateResult
+from edgefleet.converter.tfenv import import_tensorflow
 
 # the converter factory: a fresh tf.lite.TFLiteConverter for the float model on every call
 ConverterFactory = Callable[[], Any]
@@ -103,7 +101,7 @@ def keep_float_layers_until(
     """Quantise fully; while EVALUATE fails, keep the next worst layer in float (up to MAX_LAYERS).
 
     EVALUATE takes TFLite bytes and returns the accuracy gate's verdict (see
-    :func:`converter.gate.check_accuracy_drop`). Layers are added in the order of
+    :func:`converter.quantization.gate.check_accuracy_drop`). Layers are added in the order of
     :func:`layer_errors`; a layer whose denylisting changes nothing, or (uint8 only) would
     turn the model's input or output into float, is skipped and named in the message.
     The result's ``model`` is the first passing model; when none
@@ -219,11 +217,10 @@ def _run_debugger(
     converter_factory: ConverterFactory, calib_x: np.ndarray, samples: int, fully_quantize: bool
 ) -> tuple[Any, list[LayerError]]:
     """A QuantizationDebugger that has run over the samples, and its layers worst first."""
-    import tensorflow as tf
-
     from edgefleet.converter.sources import quiet_keras_export
     from edgefleet.converter.tfutil import pick_samples
 
+    tf = import_tensorflow()
     if samples < 1:
         raise ConversionError(f"the quantization debugger needs at least one sample (asked for {samples})")
     calib = pick_samples(np.asarray(calib_x, dtype=np.float32), samples)
@@ -275,9 +272,9 @@ def _parse_dump(text: str, keys: list[str]) -> list[LayerError]:
 
 def _quantized_model(debugger: Any, kept: list[str], io_dtype: str) -> bytes:
     """The deployable (non-debug) model with KEPT nodes in float and IO_DTYPE input/output."""
-    import tensorflow as tf
-
     from edgefleet.runtime import RuntimeLoadError, TFLiteModel
+
+    tf = import_tensorflow()
 
     # get_nondebug_quantized_model() quantises the calibrated model with these two options.
     # They are changed in place: assigning new options would also rebuild the instrumented

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgefleet.converter import tfenv  # noqa: F401  (before Keras loads TensorFlow)
 from edgefleet.converter.data import load_dataset
-from edgefleet.converter.distill import DistillOptions, distill, scaled_student
+from edgefleet.converter.distillation.models import scaled_student
+from edgefleet.converter.distillation.training import DistillOptions, distill
 from edgefleet.converter.errors import ConversionError
 
 

@@ -4,7 +4,7 @@ Why a native implementation: tensorflow-model-optimization (tfmot) only works wi
 legacy tf-keras (Keras 2) API; it rejects Keras 3 models and its maintainers have no plan
 to port it (tensorflow/model-optimization#1119). Keras 3 is what TensorFlow >= 2.16 gives
 by default and what `converter.sources.load_model_source` returns, so pruning a `.keras` file
-needs this module. :mod:`converter.prune_tfmot` handles tf-keras models with tfmot itself.
+needs this module. :mod:`converter.pruning.tfmot` handles tf-keras models with tfmot itself.
 
 Same semantics as tfmot's `prune_low_magnitude` + `UpdatePruningStep` + `strip_pruning`
 (tensorflow_model_optimization/python/core/sparsity/keras/, read from version 0.8.1):
@@ -33,11 +33,11 @@ Masks live in the callback, not in the model: the model never gets wrappers, and
 
 from __future__ import annotations
 
-import os
+from edgefleet.converter import tfenv  # noqa: F401  (before Keras loads TensorFlow)
+
+# isort: split
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (see int8.py)
 
 import keras
 import numpy as np

@@ -1,6 +1,6 @@
-"""Calibration and evaluation data: `.npz`, `.npy`, or a folder of images.
+"""Folders of images, with the preprocessing that makes them model inputs.
 
-Image folders need a declared preprocessing (:class:`Preprocess`): the size to resize to,
+An image folder needs a declared preprocessing (:class:`Preprocess`): the size to resize to,
 the pixel scale, mean/std normalisation, layout and colour. Images directly in the folder
 carry no labels; images in class sub-folders are labelled by the sorted sub-folder index
 (``cat/``, ``dog/`` -> 0, 1), as Keras's ``image_dataset_from_directory`` does.
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefleet.converter.datasets import checked_samples, load_npz
 from edgefleet.converter.errors import ConversionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -114,57 +113,14 @@ def _number(text: str) -> float:
     return value
 
 
-def load_dataset(
-    path: str | Path, preprocess: Preprocess | None = None, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x float32, y int64 or None) from an .npz (x, optional y), an .npy (x) or an image folder.
-
-    LIMIT keeps the first LIMIT samples (of an image folder with classes: LIMIT spread over
-    the classes). For .npz/.npy files the arrays are taken as they are
-    (already preprocessed); a Preprocess is only applied to image folders.
-    """
-    path = Path(path)
-    if limit is not None and limit < 1:
-        raise ConversionError(f"limit must be at least 1 (got {limit})")
-    if path.is_dir():
-        x, y = _load_image_folder(path, preprocess, limit)
-    elif not path.exists():
-        raise ConversionError(f"data {path} does not exist; give an .npz, an .npy or a folder of images")
-    elif path.suffix.lower() == ".npz":
-        x, y = load_npz(path)
-    elif path.suffix.lower() == ".npy":
-        x, y = _load_npy(path), None
-    else:
-        raise ConversionError(
-            f"cannot read data {path}: unknown extension {path.suffix or '(none)'!r}; "
-            "give an .npz (keys x and optional y), an .npy (x) or a folder of images "
-            f"({', '.join(IMAGE_SUFFIXES)})"
-        )
-    if limit is not None:
-        x = x[:limit]
-        y = None if y is None else y[:limit]
-    if not np.isfinite(x).all():  # e.g. a preprocessing std of 1e-40
-        raise ConversionError(f"{path}: after preprocessing the data holds NaN or infinite values; "
-                              "check --preprocess (scale, mean, std)")
-    return x, y
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        # allow_pickle=False: a data file must never be able to run code
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ConversionError(f"{path} is not a readable .npy file: {exc}") from None
-    return checked_samples(path, x)
-
-
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _load_image_folder(
-    folder: Path, preprocess: Preprocess | None, limit: int | None
+def load_image_folder(
+    folder: Path, preprocess: Preprocess | None, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x float32, y int64 or None) from FOLDER's images, at most LIMIT (spread over the classes)."""
     if preprocess is None or preprocess.size is None:
         raise ConversionError(
             f"{folder} is a folder of images: declare the preprocessing with at least a size, "
@@ -193,6 +149,9 @@ def _load_image_folder(
         else:
             files = files[:limit]
     x = np.stack([_read_image(f, preprocess) for f in files])
+    if not np.isfinite(x).all():  # e.g. a preprocessing std of 1e-40
+        raise ConversionError(f"{folder}: after preprocessing the data holds NaN or infinite values; "
+                              "check --preprocess (scale, mean, std)")
     return x, labels
 
 

@@ -2,7 +2,7 @@
 
 `prune_low_magnitude` wraps the prunable layers, `UpdatePruningStep` drives the
 `PolynomialDecay` schedule during fine-tuning and `strip_pruning` removes the wrappers.
-Keras 3 models go through :mod:`converter.prune_keras3` instead (tfmot cannot take them).
+Keras 3 models go through :mod:`converter.pruning.keras3` instead (tfmot cannot take them).
 
 tfmot is imported lazily: importing it sets TF_USE_LEGACY_KERAS=1 in os.environ, which
 would make a later first use of `tf.keras` resolve to tf-keras for the whole process; the
@@ -16,12 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (see int8.py)
-
 import numpy as np
 
+from edgefleet.converter import tfenv  # noqa: F401  (before tf-keras and tfmot load TensorFlow)
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.prune_keras3 import PolynomialSchedule, check_m_by_n
+from edgefleet.converter.pruning.keras3 import PolynomialSchedule, check_m_by_n
 from edgefleet.converter.tfutil import leaf_layers
 
 XNNPACK_POLICY_NEEDS = (

@@ -96,7 +96,8 @@ def test_non_tflite_bytes_give_a_clear_error():
 def test_graph_modules_import_without_tensorflow():
     script = textwrap.dedent("""
         import sys
-        import edgefleet.tflite_graph, edgefleet.converter.edgetpu, edgefleet.converter.xnnpack_sparse
+        import edgefleet.tflite_graph
+        from edgefleet.converter.targets import edgetpu, npu, xnnpack_sparse
         import edgefleet.devices.profiles
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
         assert not heavy, heavy

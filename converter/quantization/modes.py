@@ -33,10 +33,11 @@ from edgefleet.converter.errors import ConversionError
 from edgefleet.converter.sources import (
     ModelSource,
     explain_converter_error,
-    import_tensorflow,
     quiet_keras_export,
     run_converter,
 )
+from edgefleet.converter.tfenv import import_tensorflow
+from edgefleet.converter.tfutil import pick_samples
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 CALIBRATED_MODES = ("int8", "int16x8")
@@ -139,11 +140,7 @@ def _calibration_samples(source: ModelSource, calib_x: np.ndarray, n: int) -> np
             f"calibration samples have shape {x.shape[1:]} (data shape {x.shape}) but "
             f"{source.name} expects {source.input_shape}; the first axis is the sample count"
         )
-    if len(x) <= n:
-        return x
-    # a fixed pseudo-random choice: files sorted by class still calibrate evenly
-    order = np.random.default_rng(0).permutation(len(x))[:n]
-    return x[np.sort(order)]
+    return pick_samples(x, n)
 
 
 # --- Keras, tf-keras and SavedModel sources: the TFLite converter ---------------------------

@@ -1,6 +1,6 @@
 """Would XNNPACK's sparse inference apply to this .tflite model, and if not, why not.
 
-Pure Python over `agent.tflite_graph`. The conditions are those of the "Sparse Inference"
+Pure Python over `edgefleet.tflite_graph`. The conditions are those of the "Sparse Inference"
 section of the XNNPACK delegate README (tensorflow/tensorflow,
 tensorflow/lite/delegates/xnnpack/README.md), which the TensorFlow guide "Pruning for
 on-device inference w/ XNNPACK" (tensorflow.org/model_optimization/guide/pruning/

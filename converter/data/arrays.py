@@ -1,14 +1,14 @@
-"""Reading calibration and evaluation data from files.
-
-Format today: a NumPy ``.npz`` with ``x`` (inputs, any numeric dtype, first axis =
-samples) and optionally ``y`` (integer class labels, one per sample). Other formats
-(image folders, TFRecord) can be added here next to :func:`load_npz`.
+"""NumPy data files: an ``.npz`` with ``x`` (inputs, any numeric dtype, first axis = samples)
+and optionally ``y`` (integer class labels or one-hot rows, one per sample), or an ``.npy``
+holding ``x`` alone. The arrays are taken as they are (already preprocessed); every loader
+checks them the same way (:func:`checked_samples`) and never unpickles.
 """
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +41,7 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
         raise ConversionError(f"{path} is not an .npz file (no zip header); save data with "
                               "np.savez(path, x=x, y=y)")
-    try:
-        # allow_pickle=False: a data file must never be able to run code
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ConversionError(f"{path} is not a readable .npz file: {exc}") from None
+    loaded = _np_load(path, ".npz")
     if isinstance(loaded, np.ndarray):  # a .npy file holds one bare array, no keys
         raise ConversionError(
             f"{path} is a single .npy array; save an .npz with key 'x' (np.savez(path, x=x))"
@@ -70,6 +66,19 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if len(y) != len(x):
         raise ConversionError(f"{path}: x has {len(x)} samples but y has {len(y)} labels")
     return x, y
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """X as float32 from an .npy file holding one array."""
+    return checked_samples(path, _np_load(path, ".npy"))
+
+
+def _np_load(path: Path, kind: str) -> Any:
+    try:
+        # allow_pickle=False: a data file must never be able to run code
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConversionError(f"{path} is not a readable {kind} file: {exc}") from None
 
 
 def _labels(path: Path, y: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The accuracy gate: a converted variant may lose at most N percentage points (``--max-accuracy-drop``).
 
 With labels the gate compares top-1 accuracy (float model vs variant, from
-:func:`converter.metrics.reference_metrics` and :func:`converter.metrics.compare`);
+:func:`converter.quantization.metrics.reference_metrics` and
+:func:`converter.quantization.metrics.compare`);
 without labels the only measure is how often the variant picks the float model's top
 class, so the drop is 100 * (1 - agreement). A failed gate becomes a :class:`GateError`,
 a :class:`~converter.errors.ConversionError` whose message carries the figures, which the
@@ -46,7 +47,7 @@ class GateError(ConversionError):
 def check_accuracy_drop(
     float_metrics: dict[str, Any], variant_metrics: dict[str, Any], max_drop_pp: float, variant: str
 ) -> GateResult:
-    """Whether VARIANT (its :func:`~converter.metrics.compare` figures) is within MAX_DROP_PP.
+    """Whether VARIANT (its :func:`~converter.quantization.metrics.compare` figures) is within MAX_DROP_PP.
 
     Top-1 is compared when both dicts carry one (labelled evaluation data), otherwise the
     variant's ``agreement`` with the float model. A drop equal to the budget passes.

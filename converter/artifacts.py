@@ -1,0 +1,211 @@
+"""What a conversion hands over: the bundle's manifest, the report's figures (report.json),
+and the files on disk (the signed bundle, and report.json, .md and .png beside it).
+
+The second half of :class:`converter.build._Conversion`, which inherits :class:`Artifacts`;
+the paths are checked (:func:`check_out_path`) before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import edgefleet
+from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.golden import selftest_tolerance
+from edgefleet.converter.targets.profile import Target
+from edgefleet.converter.variants import VariantResult
+from edgefleet.protocol.bundle import (
+    GOLDEN,
+    MODEL,
+    REPORT_JSON,
+    REPORT_MD,
+    read_manifest_unverified,
+    write_bundle,
+)
+from edgefleet.protocol.signing import SigningKey
+from edgefleet.runtime import TFLiteModel
+
+if TYPE_CHECKING:
+    from edgefleet.converter.build import ConvertOptions
+
+# The oldest runtimes a bundle is known to load in (the agent compares installed versions).
+MIN_RUNTIME_VERSIONS = {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    bundle_path: Path
+    bundle_size: int  # bytes of the bundle file
+    manifest: dict[str, Any]  # as written, with `format` and `files` filled in
+    report: dict[str, Any]
+    report_paths: dict[str, Path]  # json, md, png next to the bundle
+
+
+def check_out_path(model_path: Path, out_path: Path) -> None:
+    """Never overwrite the input or a file that is not a bundle; fail before the work."""
+    if out_path.exists():
+        if model_path.exists() and out_path.resolve() == model_path.resolve():
+            raise ConversionError(f"--out {out_path} is the model being converted; choose another name")
+        if not zipfile.is_zipfile(out_path):
+            raise ConversionError(f"--out {out_path} exists and is not a bundle; it is not overwritten")
+    for extra in (out_path, *report_paths(out_path).values()):
+        if extra.is_dir():
+            raise ConversionError(f"{extra} is a directory; choose another --out")
+    parent = out_path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConversionError(f"cannot create the folder of --out {out_path}: {exc}") from None
+    if not os.access(parent, os.W_OK):
+        raise ConversionError(f"cannot write into {parent}; choose another --out")
+
+
+def report_paths(out_path: Path) -> dict[str, Path]:
+    """The report files beside the bundle OUT_PATH: json, md, png."""
+    stem = out_path.with_suffix("")
+    return {"json": Path(f"{stem}.report.json"), "md": Path(f"{stem}.report.md"),
+            "png": Path(f"{stem}.report.png")}
+
+
+class Artifacts:
+    """Manifest, report and files of one conversion, from the attributes below (set by
+    :class:`converter.build._Conversion`, which inherits this class)."""
+
+    name: str
+    opts: ConvertOptions
+    target: Target
+    model_path: Path
+    calib_path: Path
+    out_path: Path
+    key: SigningKey
+    say: Callable[[str], None]
+    timings: dict[str, float]
+    warnings: list[str]
+    failed: list[dict[str, str]]
+
+    def _manifest(self, chosen: VariantResult, model: TFLiteModel, golden_count: int, float_size: int,
+                  eval_x: np.ndarray | None, float_metrics: dict[str, Any]) -> dict[str, Any]:
+        from edgefleet.converter.tfutil import framework_versions
+
+        m = chosen.measured.metrics
+        return {
+            "name": self.name,
+            "version": str(self.opts.version),
+            # "+00:00" rather than "Z": datetime.fromisoformat reads it on Python 3.10 too
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "target": {"profile": self.target.name, "accelerator": self.target.accelerator},
+            "runtime": {"delegate": self.target.delegate, "delegate_library": self.target.library,
+                        "delegate_options": dict(self.target.options),
+                        "min_versions": dict(MIN_RUNTIME_VERSIONS)},
+            "model": {"file": MODEL, "quantization": chosen.spec.mode, "variant": chosen.spec.name,
+                      "size_bytes": len(chosen.model_bytes),
+                      "inputs": [s.as_dict() for s in model.inputs],
+                      "outputs": [s.as_dict() for s in model.outputs]},
+            "selftest": {"file": GOLDEN, "samples": golden_count, "min_top1_agreement": 1.0,
+                         "max_mean_abs_error": selftest_tolerance(model.outputs[0])},
+            "metrics": {"float_top1": float_metrics.get("top1"), "quantized_top1": m.get("top1"),
+                        "agreement_with_float": m.get("agreement"),
+                        "eval_samples": 0 if eval_x is None else len(eval_x),
+                        "float_size_bytes": float_size, "model_size_bytes": len(chosen.model_bytes)},
+            "converter": {"edgefleet": edgefleet.__version__, **framework_versions()},
+        }
+
+    def _report(self, source: Any, chosen: VariantResult, recommendation: str,
+                results: list[VariantResult], float_measured: Any, float_metrics: dict[str, Any],
+                pruning: dict | None, calib_x: np.ndarray, eval_x: np.ndarray | None,
+                eval_y: np.ndarray | None, model: TFLiteModel, manifest: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "schema": "edgefleet.report/1",
+            "name": self.name, "version": str(self.opts.version), "created_at": manifest["created_at"],
+            "target": manifest["target"] | {"allowed_modes": self.target.allowed_modes},
+            "source": {"file": self.model_path.name, "kind": source.kind,
+                       "sha256": file_sha256(self.model_path),
+                       "parameters": int(source.keras_model.count_params()) if source.keras_model is not None
+                       else None},
+            "data": {"calibration": self.calib_path.name, "calibration_samples_available": len(calib_x),
+                     "calibration_samples_used": min(self.opts.calibration_samples, len(calib_x)),
+                     "eval_samples": 0 if eval_x is None else len(eval_x), "labels": eval_y is not None},
+            "float": {"size_bytes": float_measured.size_bytes,
+                      "compressed_bytes": float_measured.compressed_bytes,
+                      "metrics": float_metrics, "latency_p50_ms": float_measured.latency_p50_ms,
+                      "sparsity": round(float_measured.sparsity, 4), "ops": float_measured.ops},
+            "variants": [r.summary(float_measured.size_bytes) for r in results],
+            "failed_variants": self.failed,
+            "chosen": chosen.spec.name, "recommendation": recommendation,
+            "chosen_edgetpu_ops": (chosen.edgetpu or {}).get("ops") if self.target.needs_edgetpu else None,
+            "max_accuracy_drop_pp": self.opts.max_accuracy_drop,
+            "pruning": pruning,
+            "model": manifest["model"],
+            "selftest": {**manifest["selftest"], "source": "calibration" if eval_x is None else "eval"},
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "runtime": f"{model.runtime.name} {model.runtime.version}"},
+            "converter": manifest["converter"],
+            "timings_seconds": self.timings,
+            "warnings": self.warnings,
+        }
+
+    def _write(self, manifest: dict[str, Any], report: dict[str, Any], chosen: VariantResult,
+               golden: bytes) -> ConversionResult:
+        from edgefleet.converter.report import render_chart, render_markdown
+
+        report_json = json.dumps(_finite(report), indent=2, sort_keys=True, default=_json_default,
+                                 allow_nan=False).encode() + b"\n"
+        report_md = render_markdown(report).encode()
+        files = {MODEL: chosen.model_bytes, GOLDEN: golden, REPORT_JSON: report_json, REPORT_MD: report_md}
+        self.say(f"writing signed bundle {self.out_path}")
+        paths = report_paths(self.out_path)
+        if not self.opts.chart:
+            del paths["png"]
+        try:
+            data = write_bundle(self.out_path, manifest, files, self.key)
+            paths["json"].write_bytes(report_json)
+            paths["md"].write_bytes(report_md)
+            if "png" in paths:
+                render_chart(report, paths["png"])
+        except OSError as exc:
+            for path in (self.out_path, *paths.values()):
+                if path.is_file():
+                    path.unlink()
+            raise ConversionError(f"cannot write the bundle or its report: {exc}") from None
+        return ConversionResult(self.out_path, len(data), read_manifest_unverified(data), report, paths)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinity are not JSON: they become null (the figure could not be measured)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def file_sha256(path: Path) -> str | None:
+    if path.is_dir():
+        return None  # a SavedModel folder
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

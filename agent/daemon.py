@@ -335,8 +335,7 @@ class Agent:
             return
         self.inference.activate(serving)  # one reference swap: requests in flight keep the old model
         self.reporter.last_error = None
-        log.info("bundle %s active (self-test %.0f%% agreement on %d samples)", bundle_id,
-                 100 * serving.selftest.top1_agreement, serving.selftest.samples)
+        log.info("bundle %s active (self-test %s)", bundle_id, serving.selftest.summary())
         self.reporter.set_install(bundle_id, "active", progress=1.0, force=True)
 
     def _fail(self, token: Token, stage: str, reason: str) -> None:

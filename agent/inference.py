@@ -15,13 +15,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from edgefleet.agent.installer import ServingModel
 from edgefleet.agent.local_api import NoModelError
 from edgefleet.agent.telemetry import InferenceStats
 from edgefleet.protocol import messages
 from edgefleet.runtime import InputError
+from edgefleet.tensors import Inputs
 
 log = logging.getLogger("edgefleet.agent")
 # The caller's transaction id, read without parsing a body of up to 8 MiB on the network
@@ -43,18 +42,24 @@ class InferenceService:
     def activate(self, serving: ServingModel) -> None:
         self.serving = serving
 
-    def infer(self, inputs: np.ndarray) -> dict[str, Any]:
+    def infer(self, inputs: Inputs) -> dict[str, Any]:
+        """Every output by name, real-valued; `top1` for the outputs of class scores."""
         serving = self.serving
         if serving is None:
             raise NoModelError("no model is active yet; publish one with 'edgefleet publish'")
+        model = serving.model
+        if isinstance(inputs, dict) and set(inputs) == {"x"} and len(model.inputs) == 1:
+            inputs = inputs["x"]  # the converter's data convention: `x` for a one-input model
         try:
-            outputs, latencies = serving.model.predict(inputs)
+            outputs, latencies = model.run(inputs)
         except InputError:
             self.stats.record_error()
             raise
         self.stats.record(latencies)
-        return {"bundle_id": serving.bundle_id, "outputs": outputs.tolist(),
-                "top1": outputs.argmax(-1).tolist(),
+        return {"bundle_id": serving.bundle_id,
+                "outputs": {name: value.tolist() for name, value in outputs.items()},
+                "top1": {name: outputs[name].reshape(len(outputs[name]), -1).argmax(-1).tolist()
+                         for name in serving.class_outputs},
                 "latency_ms": [round(s * 1000, 4) for s in latencies]}
 
     def model_info(self) -> dict[str, Any] | None:

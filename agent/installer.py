@@ -38,6 +38,16 @@ class ServingModel:
     activated_at: float
     selftest: SelfTestResult
 
+    @property
+    def class_outputs(self) -> list[str]:
+        """The outputs that hold class scores (they get a top-1), as the converter declared
+        them in the golden set; a bundle of golden format 1 had one output, of class scores."""
+        declared = ((self.bundle.manifest.get("selftest") or {}).get("outputs") or {})
+        if declared:
+            return [s.name for s in self.model.outputs if (declared.get(s.name) or {}).get("class_scores")]
+        first = self.model.outputs[0]
+        return [first.name] if len(first.sample_shape) == 1 and first.sample_shape[0] >= 2 else []
+
     def info(self) -> dict[str, Any]:
         return {"bundle_id": self.bundle_id, "name": self.bundle.name,
                 "version": self.bundle.version, "activated_at": self.activated_at}

@@ -3,7 +3,9 @@ on the same board. Bodies are JSON (`{"inputs": [...]}`) or a raw .npy array.
 
     GET  /v1/health   {"status": "ok", "bundle_id": ...}
     GET  /v1/model    active model: name, version, tensors, runtime, delegate
-    POST /v1/infer    -> {"bundle_id", "outputs", "top1", "latency_ms"}
+    POST /v1/infer    JSON {"inputs": [...] | {name: [...]}}, a raw .npy (one-input models)
+                      or a raw .npz (arrays by input name)
+                      -> {"bundle_id", "outputs": {name: ...}, "top1": {name: ...}, "latency_ms"}
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgefleet.protocol import messages
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.runtime import InputError
@@ -31,6 +31,7 @@ from edgefleet.runtime import InputError
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = MAX_INFER_REQUEST_BYTES
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
+NPZ_TYPE = "application/x-npz"
 
 
 class NoModelError(Exception):
@@ -40,7 +41,7 @@ class NoModelError(Exception):
 class LocalApi:
     """Callbacks the handler needs from the agent."""
 
-    def __init__(self, infer: Callable[[np.ndarray], dict[str, Any]],
+    def __init__(self, infer: Callable[[messages.Requested], dict[str, Any]],
                  model_info: Callable[[], dict[str, Any] | None]):
         self.infer = infer
         self.model_info = model_info
@@ -103,7 +104,9 @@ def _handler(api: LocalApi, tcp: bool) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length)
             ctype = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
             try:
-                if ctype in NPY_TYPES:
+                if ctype == NPZ_TYPE:
+                    inputs: messages.Requested = messages.decode_npz(body)
+                elif ctype in NPY_TYPES:
                     inputs = messages.decode_npy(body)
                 else:
                     inputs = messages.inputs_from_json(messages._json_object(body, "request body"))

@@ -211,3 +211,9 @@ def npy_bytes(array: Any) -> bytes:
 
 def is_active(bundle_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda r: r.get("state") == "active" and (r.get("active") or {}).get("bundle_id") == bundle_id
+
+
+def top1(answer: dict[str, Any]) -> list[int]:
+    """The top-1 of an answer from a model with one output of class scores."""
+    (scores,) = answer["top1"].values()
+    return scores

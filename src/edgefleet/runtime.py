@@ -17,6 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from edgefleet.tensors import Arrays, InputError, Inputs, TensorSpec, named_inputs, spec_from_detail
+
+__all__ = ["DELEGATES", "RUNTIMES", "DelegateReport", "InputError", "Runtime", "RuntimeLoadError",
+           "TFLiteModel", "TensorSpec", "find_runtime"]
+
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 # runtime name -> (module holding Interpreter and load_delegate, distribution for the version)
 _MODULES = {
@@ -30,10 +35,6 @@ EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 class RuntimeLoadError(Exception):
     """No runtime, a delegate that will not load, or a model the runtime refuses."""
-
-
-class InputError(ValueError):
-    """Inference input of the wrong shape or type; the message names what was expected."""
 
 
 @dataclass(frozen=True)
@@ -77,33 +78,6 @@ def find_runtime(preference: str = "auto") -> Runtime:
         "no TFLite runtime could be imported (" + "; ".join(errors) + "). "
         "Install one: pip install 'edgefleet[device]' (ai-edge-litert), or on 32-bit Raspberry Pi OS "
         "pip install tflite-runtime==2.14.0 'numpy<2'"
-    )
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    index: int
-    shape: tuple[int, ...]
-    dtype: str
-    scale: float
-    zero_point: int
-
-    @property
-    def quantized(self) -> bool:
-        return self.dtype in ("int8", "uint8", "int16") and self.scale > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "scale": self.scale, "zero_point": self.zero_point}
-
-
-def _spec(detail: dict[str, Any]) -> TensorSpec:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return TensorSpec(
-        name=str(detail["name"]), index=int(detail["index"]),
-        shape=tuple(int(d) for d in detail["shape"]), dtype=np.dtype(detail["dtype"]).name,
-        scale=float(scale), zero_point=int(zero_point),
     )
 
 
@@ -164,65 +138,66 @@ class TFLiteModel:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RuntimeLoadError(f"{self.runtime.name} could not load the model: {exc}") from None
-        self.inputs = [_spec(d) for d in self._interpreter.get_input_details()]
-        self.outputs = [_spec(d) for d in self._interpreter.get_output_details()]
-        if len(self.inputs) != 1:
-            raise RuntimeLoadError(f"models with {len(self.inputs)} inputs are not supported yet; use one")
+        self.signature, self.inputs, self.outputs = _io_specs(self._interpreter)
         self._lock = threading.Lock()
         self.cold_start_seconds: float | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample (without the batch dimension)."""
-        return self.inputs[0].shape[1:]
+        """Shape of one sample of the first input (without the batch dimension)."""
+        return self.inputs[0].sample_shape
 
-    def _batch(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.shape == self.input_shape:
-            x = x[None, ...]
-        if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
-            raise InputError(
-                f"input shape {tuple(x.shape)} does not fit the model: expected {self.input_shape} "
-                f"for one sample or (N, {', '.join(map(str, self.input_shape))}) for a batch"
-            )
-        if x.shape[0] == 0:
-            raise InputError("the batch holds no samples")
-        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-            raise InputError(f"input dtype {x.dtype} is not a real number type")
-        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-            raise InputError("inputs contain NaN or infinity; a model given them answers nonsense")
-        return x
-
-    def _quantize(self, sample: np.ndarray) -> np.ndarray:
-        """An array of the input tensor's own type is the tensor as it is (already quantised);
-        any other array holds real values, quantised here when the tensor is."""
-        spec = self.inputs[0]
-        if sample.dtype == np.dtype(spec.dtype):
-            return sample
-        if spec.quantized:
-            info = np.iinfo(spec.dtype)
-            q = np.round(sample.astype(np.float64) / spec.scale + spec.zero_point)
-            return np.clip(q, info.min, info.max).astype(spec.dtype)
-        return sample.astype(spec.dtype)
-
-    def _dequantize(self, spec: TensorSpec, value: np.ndarray) -> np.ndarray:
-        if spec.quantized:
-            return (value.astype(np.float32) - spec.zero_point) * spec.scale
-        return value.astype(np.float32)
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, list[float]]:
-        """Float outputs of the first output tensor for a batch, and each sample's latency."""
-        batch = self._batch(x)
-        outputs, latencies = [], []
-        out_spec = self.outputs[0]
+    def run(self, inputs: Inputs) -> tuple[Arrays, list[float]]:
+        """Real-valued outputs by output name for a batch of INPUTS (one array for a
+        one-input model, arrays in input order, or arrays by input name), and each
+        sample's invoke latency. Raises InputError for inputs that do not fit."""
+        batches = named_inputs(self.inputs, inputs)
+        count = len(next(iter(batches.values())))
+        outputs: dict[str, list[np.ndarray]] = {s.name: [] for s in self.outputs}
+        latencies = []
         with self._lock:
-            for sample in batch:
-                self._interpreter.set_tensor(self.inputs[0].index, self._quantize(sample[None, ...]))
+            for i in range(count):
+                for spec in self.inputs:
+                    self._interpreter.set_tensor(spec.index, spec.quantize(batches[spec.name][i][None, ...]))
                 start = time.perf_counter()
                 self._interpreter.invoke()
                 elapsed = time.perf_counter() - start
                 if self.cold_start_seconds is None:
                     self.cold_start_seconds = elapsed
                 latencies.append(elapsed)
-                outputs.append(self._dequantize(out_spec, self._interpreter.get_tensor(out_spec.index))[0])
-        return np.stack(outputs), latencies
+                for spec in self.outputs:
+                    value = spec.dequantize(self._interpreter.get_tensor(spec.index))
+                    outputs[spec.name].append(value[0] if value.ndim and value.shape[0] == 1 else value)
+        return {name: np.stack(values) for name, values in outputs.items()}, latencies
+
+    def predict(self, x: Inputs) -> tuple[np.ndarray, list[float]]:
+        """The first output only, for callers that know the model has one."""
+        outputs, latencies = self.run(x)
+        return outputs[self.outputs[0].name], latencies
+
+
+def _io_specs(interpreter: Any) -> tuple[str | None, list[TensorSpec], list[TensorSpec]]:
+    """The signature that names the tensors (serving_default, else the first) and the
+    input and output specs in the model's own order, named by it where there is one."""
+    inputs = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    try:
+        signatures = interpreter.get_signature_list() or {}
+    except (AttributeError, RuntimeError, ValueError):  # old runtimes, odd models
+        signatures = {}
+    key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
+    names_in: dict[int, str] = {}
+    names_out: dict[int, str] = {}
+    if key is not None:
+        try:
+            runner = interpreter.get_signature_runner(key)
+            names_in = {int(d["index"]): n for n, d in runner.get_input_details().items()}
+            names_out = {int(d["index"]): n for n, d in runner.get_output_details().items()}
+        except (AttributeError, RuntimeError, ValueError, KeyError):
+            names_in, names_out = {}, {}
+        # a signature that does not cover every tensor cannot name them: tensor names then
+        if set(names_in) != {int(d["index"]) for d in inputs} or \
+                set(names_out) != {int(d["index"]) for d in outputs}:
+            key, names_in, names_out = None, {}, {}
+    return (key, [spec_from_detail(d, names_in.get(int(d["index"]))) for d in inputs],
+            [spec_from_detail(d, names_out.get(int(d["index"]))) for d in outputs])

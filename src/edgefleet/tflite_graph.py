@@ -39,6 +39,20 @@ def _require_schema() -> Any:
     return _schema
 
 
+def builtin_code(op_code: Any) -> int:
+    """The builtin operator of a schema OperatorCode(T).
+
+    builtin_code (int32) was added when the int8 deprecated_builtin_code ran out of room
+    (BuiltinOperator 127, PLACEHOLDER_FOR_GREATER_OP_CODES). Old writers (MediaPipe's
+    keras2tflite models, for one) fill only the deprecated field and leave builtin_code at
+    its default 0, which reads as ADD; new ones fill both. LiteRT's schema utils take the
+    larger of the two, and so does this.
+    """
+    if hasattr(op_code, "builtinCode"):  # the object API (OperatorCodeT)
+        return max(int(op_code.builtinCode or 0), int(op_code.deprecatedBuiltinCode or 0))
+    return max(int(op_code.BuiltinCode()), int(op_code.DeprecatedBuiltinCode()))
+
+
 def _enum_names(cls: type) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -104,6 +118,10 @@ class Graph:
     size_bytes: int
     description: str = ""
     min_runtime_version: str | None = None
+    # tensor index -> the signature's name for a model input or output (what the runtime and
+    # the agent call it; the same signature, serving_default else the first, and only when
+    # it names every input and output, as edgefleet.runtime decides)
+    io_names: dict[int, str] = field(default_factory=dict)
     _data: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def tensor(self, subgraph: int, index: int) -> TensorInfo:
@@ -234,9 +252,7 @@ def read_graph(data: bytes) -> Graph:
     buffers = model.buffers or []
     codes = []
     for c in model.operatorCodes or []:
-        # builtin_code is an int32 added when the int8 deprecated_builtin_code ran out of room;
-        # old writers fill only the deprecated field, new ones both: the real code is the larger.
-        code = max(int(c.builtinCode or 0), int(c.deprecatedBuiltinCode or 0))
+        code = builtin_code(c)
         name = op_names.get(code, f"BUILTIN_{code}")
         custom = name == "CUSTOM"
         codes.append((_text(c.customCode) if custom else name, int(c.version or 1), custom))
@@ -287,4 +303,16 @@ def read_graph(data: bytes) -> Graph:
     outs = [tensors[0][i] for i in (first.outputs if first is not None and first.outputs is not None else ())]
     return Graph(subgraphs=len(tensors), ops=ops, tensors=tensors, model_inputs=ins, model_outputs=outs,
                  size_bytes=len(data), description=_text(model.description),
-                 min_runtime_version=min_runtime or None, _data=values)
+                 min_runtime_version=min_runtime or None, _data=values,
+                 io_names=_signature_names(model, ins, outs))
+
+
+def _signature_names(model: Any, ins: list[TensorInfo], outs: list[TensorInfo]) -> dict[int, str]:
+    signatures = [s for s in (model.signatureDefs or []) if s.subgraphIndex == 0]
+    if not signatures:
+        return {}
+    chosen = next((s for s in signatures if _text(s.signatureKey) == "serving_default"), signatures[0])
+    names = {int(m.tensorIndex): _text(m.name) for m in (chosen.inputs or []) + (chosen.outputs or [])}
+    if set(names) != {t.index for t in ins} | {t.index for t in outs}:
+        return {}
+    return names

@@ -185,8 +185,9 @@ def test_model_that_disagrees_with_its_golden_set_is_not_activated(tmp_path, bro
                                             TrustStore.from_folder(keys.trust_dir)).files["golden.npz"]))
     buf = io.BytesIO()
     # the reference says every sample is the next class: a model that really answers must fail
-    np.savez(buf, inputs=golden["inputs"], reference_outputs=np.roll(golden["reference_outputs"], 1, axis=1),
-             float_outputs=golden["float_outputs"])
+    arrays = {name: golden[name] for name in golden.files}
+    arrays["reference:output_0"] = np.roll(arrays["reference:output_0"], 1, axis=1)
+    np.savez(buf, **arrays)
     bad = _signed_variant(tiny.bundle, tmp_path / "v5.efb", keys, "5", **{"golden.npz": buf.getvalue()})
     _refused_at_self_test(bad, broker, keys, tiny, running, "top-1 agreement")
 

@@ -88,9 +88,12 @@ def read_manifest_unverified(data: bytes) -> dict[str, Any]:
     """The manifest of a bundle without checking anything (for `inspect`)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return json.loads(zf.read(MANIFEST))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise BundleError(f"not a readable bundle: {exc}") from None
+            manifest = json.loads(zf.read(MANIFEST))
+    except Exception as exc:  # a damaged zip raises from deep in zipfile or zlib (zlib.error, EOFError)
+        raise BundleError(f"not a readable bundle: {type(exc).__name__}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError("not a readable bundle: manifest.json is not an object")
+    return manifest
 
 
 def open_bundle(data: bytes, trust: TrustStore) -> Bundle:

@@ -95,6 +95,13 @@ def encode_array(array: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def encode_arrays(arrays: dict[str, np.ndarray]) -> str:
+    """Arrays by name as base64 of their .npz bytes (exact dtypes and shapes)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def decode_npy(data: bytes) -> np.ndarray:
     if not data.startswith(b"\x93NUMPY"):
         raise MessageError("the body is not a .npy array (no NumPy header); send np.save output, "
@@ -105,8 +112,26 @@ def decode_npy(data: bytes) -> np.ndarray:
         raise MessageError(f"not a readable .npy array: {exc}") from None
 
 
-def parse_infer_request(payload: bytes) -> tuple[str | None, np.ndarray]:
-    """(transaction, inputs) from `{"transaction": .., "inputs": [...] | "inputs_npy": b64}`."""
+def decode_npz(data: bytes) -> dict[str, np.ndarray]:
+    """Arrays by input name from .npz bytes (np.savez output); never unpickles."""
+    if not data.startswith(b"PK"):
+        raise MessageError("the body is not a .npz file (no zip header); send np.savez output")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except Exception as exc:  # a damaged zip can raise from deep inside zipfile or zlib
+        raise MessageError(f"not a readable .npz file: {type(exc).__name__}: {exc}") from None
+    if not arrays:
+        raise MessageError("the .npz file holds no arrays")
+    return arrays
+
+
+Requested = np.ndarray | dict[str, np.ndarray]  # one array (one-input models) or arrays by input name
+
+
+def parse_infer_request(payload: bytes) -> tuple[str | None, Requested]:
+    """(transaction, inputs) from `{"transaction": .., "inputs": [...] | {name: [...]},
+    "inputs_npy": b64 | "inputs_npz": b64}`."""
     if len(payload) > MAX_INFER_REQUEST_BYTES:
         raise MessageError(f"request larger than {MAX_INFER_REQUEST_BYTES} bytes")
     obj = _json_object(payload, "inference request")
@@ -120,24 +145,38 @@ def parse_infer_request(payload: bytes) -> tuple[str | None, np.ndarray]:
         raise MessageError(str(exc), tx) from None
 
 
-def inputs_from_json(obj: dict[str, Any]) -> np.ndarray:
-    if "inputs_npy" in obj:
-        if not isinstance(obj["inputs_npy"], str):
-            raise MessageError("inputs_npy must be a base64 string")
-        try:
-            raw = base64.b64decode(obj["inputs_npy"], validate=True)
-        except ValueError:
-            raise MessageError("inputs_npy is not valid base64") from None
-        return decode_npy(raw)
-    if "inputs" not in obj:
-        raise MessageError("request needs 'inputs' (nested list) or 'inputs_npy' (base64 .npy)")
-    if obj["inputs"] is None:
-        raise MessageError("inputs is null; give a nested list of numbers")
+def _b64(obj: dict[str, Any], key: str) -> bytes:
+    if not isinstance(obj[key], str):
+        raise MessageError(f"{key} must be a base64 string")
     try:
-        array = np.asarray(obj["inputs"], dtype=np.float32)
+        return base64.b64decode(obj[key], validate=True)
+    except ValueError:
+        raise MessageError(f"{key} is not valid base64") from None
+
+
+def _numbers(value: Any, what: str) -> np.ndarray:
+    if value is None:
+        raise MessageError(f"{what} is null; give a nested list of numbers")
+    try:
+        return np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError, RecursionError):
-        raise MessageError("inputs must be a rectangular nested list of numbers") from None
-    return array
+        raise MessageError(f"{what} must be a rectangular nested list of numbers") from None
+
+
+def inputs_from_json(obj: dict[str, Any]) -> Requested:
+    if "inputs_npy" in obj:
+        return decode_npy(_b64(obj, "inputs_npy"))
+    if "inputs_npz" in obj:
+        return decode_npz(_b64(obj, "inputs_npz"))
+    if "inputs" not in obj:
+        raise MessageError("request needs 'inputs' (a nested list, or nested lists by input name), "
+                           "'inputs_npy' (base64 .npy) or 'inputs_npz' (base64 .npz, arrays by input name)")
+    inputs = obj["inputs"]
+    if isinstance(inputs, dict):
+        if not inputs or not all(isinstance(k, str) for k in inputs):
+            raise MessageError("inputs by name must map each input's name to a nested list")
+        return {name: _numbers(value, f"inputs[{name!r}]") for name, value in inputs.items()}
+    return _numbers(inputs, "inputs")
 
 
 def response_payload(transaction: str | None, data: Any = None, error: str | None = None,

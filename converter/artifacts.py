@@ -23,7 +23,8 @@ import numpy as np
 
 import edgefleet
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.golden import selftest_tolerance
+from edgefleet.converter.memory import StepPeaks
+from edgefleet.converter.quantization.float_islands import with_float_islands
 from edgefleet.converter.targets.profile import Target
 from edgefleet.converter.variants import VariantResult
 from edgefleet.protocol.bundle import (
@@ -39,9 +40,12 @@ from edgefleet.runtime import TFLiteModel
 
 if TYPE_CHECKING:
     from edgefleet.converter.build import ConvertOptions
+    from edgefleet.converter.evaluation import Reference
 
 # The oldest runtimes a bundle is known to load in (the agent compares installed versions).
 MIN_RUNTIME_VERSIONS = {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}
+# per-output figures the manifest carries (report.json has them all)
+_MANIFEST_FIGURES = ("snr_db", "cosine", "max_abs_error", "agreement", "top1", "class_scores")
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,16 @@ class ConversionResult:
     report_paths: dict[str, Path]  # json, md, png next to the bundle
 
 
-def check_out_path(model_path: Path, out_path: Path) -> None:
-    """Never overwrite the input or a file that is not a bundle; fail before the work."""
+def check_out_path(model_path: Path, out_path: Path, force: bool = False) -> None:
+    """Never overwrite the input or a file that is not a bundle, nor a bundle without FORCE;
+    fail before the work."""
     if out_path.exists():
         if model_path.exists() and out_path.resolve() == model_path.resolve():
             raise ConversionError(f"--out {out_path} is the model being converted; choose another name")
         if not zipfile.is_zipfile(out_path):
             raise ConversionError(f"--out {out_path} exists and is not a bundle; it is not overwritten")
+        if not force:
+            raise ConversionError(f"--out {out_path} exists (a bundle); give --force to replace it")
     for extra in (out_path, *report_paths(out_path).values()):
         if extra.is_dir():
             raise ConversionError(f"{extra} is a directory; choose another --out")
@@ -92,11 +99,37 @@ class Artifacts:
     key: SigningKey
     say: Callable[[str], None]
     timings: dict[str, float]
+    memory: StepPeaks
     warnings: list[str]
     failed: list[dict[str, str]]
 
-    def _manifest(self, chosen: VariantResult, model: TFLiteModel, golden_count: int, float_size: int,
-                  eval_x: np.ndarray | None, float_metrics: dict[str, Any]) -> dict[str, Any]:
+    range_note: str
+
+    def _warn(self, warnings: list[str]) -> None:
+        """Add WARNINGS (once each) and say them now: they come before the step they concern."""
+        for warning in warnings:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+                self.say(f"warning: {warning}")
+
+    def _choose(self, results: list[VariantResult], source: Any, reference: Reference, float_measured: Any,
+                pruning: dict | None) -> tuple[VariantResult, str]:
+        """The bundle's variant; when the gate fails, the report is written before the error."""
+        from edgefleet.converter.quantization.gate import GateError
+        from edgefleet.converter.variants import choose
+
+        try:
+            return choose(results, self.opts.pick, self.target.allowed_modes, self.target.needs_edgetpu,
+                          float_measured.latency_p50_ms.get("1"), self.opts.prefer)
+        except GateError as exc:
+            report = self._report(source, None, str(exc), results, float_measured, reference, pruning,
+                                  None, None)
+            paths = self._write_report(report)
+            raise GateError(exc.result, f"{exc}\nreport: {paths['json']}, {paths['md']} (no bundle "
+                                        "written)") from None
+
+    def _manifest(self, chosen: VariantResult, model: TFLiteModel, selftest: dict[str, Any], float_size: int,
+                  reference: Reference) -> dict[str, Any]:
         from edgefleet.converter.tfutil import framework_versions
 
         m = chosen.measured.metrics
@@ -113,55 +146,86 @@ class Artifacts:
                       "size_bytes": len(chosen.model_bytes),
                       "inputs": [s.as_dict() for s in model.inputs],
                       "outputs": [s.as_dict() for s in model.outputs]},
-            "selftest": {"file": GOLDEN, "samples": golden_count, "min_top1_agreement": 1.0,
-                         "max_mean_abs_error": selftest_tolerance(model.outputs[0])},
-            "metrics": {"float_top1": float_metrics.get("top1"), "quantized_top1": m.get("top1"),
+            "selftest": selftest,
+            "metrics": {"float_top1": reference.figures.get("top1"), "quantized_top1": m.get("top1"),
                         "agreement_with_float": m.get("agreement"),
-                        "eval_samples": 0 if eval_x is None else len(eval_x),
-                        "float_size_bytes": float_size, "model_size_bytes": len(chosen.model_bytes)},
+                        "eval_samples": 0 if reference.evaluation is None else reference.evaluation.count,
+                        "float_size_bytes": float_size, "model_size_bytes": len(chosen.model_bytes),
+                        "outputs": {name: {k: f[k] for k in _MANIFEST_FIGURES if k in f}
+                                    for name, f in (m.get("outputs") or {}).items()}},
             "converter": {"edgefleet": edgefleet.__version__, **framework_versions()},
         }
 
-    def _report(self, source: Any, chosen: VariantResult, recommendation: str,
-                results: list[VariantResult], float_measured: Any, float_metrics: dict[str, Any],
-                pruning: dict | None, calib_x: np.ndarray, eval_x: np.ndarray | None,
-                eval_y: np.ndarray | None, model: TFLiteModel, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _report(self, source: Any, chosen: VariantResult | None, recommendation: str,
+                results: list[VariantResult], float_measured: Any, reference: Reference,
+                pruning: dict | None, model: TFLiteModel | None,
+                manifest: dict[str, Any] | None) -> dict[str, Any]:
+        """report.json's content; CHOSEN, MODEL and MANIFEST are None when the gate failed."""
+        calib, evaluation = reference.calib, reference.evaluation
+        runtime = model or reference.model
         return {
             "schema": "edgefleet.report/1",
-            "name": self.name, "version": str(self.opts.version), "created_at": manifest["created_at"],
-            "target": manifest["target"] | {"allowed_modes": self.target.allowed_modes},
+            "name": self.name, "version": str(self.opts.version),
+            "created_at": manifest["created_at"] if manifest else datetime.now(timezone.utc).isoformat(
+                timespec="seconds"),
+            "target": {"profile": self.target.name, "accelerator": self.target.accelerator,
+                       "allowed_modes": self.target.allowed_modes},
             "source": {"file": self.model_path.name, "kind": source.kind,
                        "sha256": file_sha256(self.model_path),
                        "parameters": int(source.keras_model.count_params()) if source.keras_model is not None
                        else None},
-            "data": {"calibration": self.calib_path.name, "calibration_samples_available": len(calib_x),
-                     "calibration_samples_used": min(self.opts.calibration_samples, len(calib_x)),
-                     "eval_samples": 0 if eval_x is None else len(eval_x), "labels": eval_y is not None},
+            "data": {"calibration": self.calib_path.name, "calibration_samples_available": calib.count,
+                     "calibration_samples_used": min(self.opts.calibration_samples, calib.count),
+                     "eval_samples": 0 if evaluation is None else evaluation.count,
+                     "labels": evaluation is not None and evaluation.labels is not None,
+                     "inputs": sorted(calib.inputs), "stored_dtypes": {"calibration": calib.dtypes,
+                     "evaluation": evaluation.dtypes if evaluation is not None else None},
+                     "input_range_check": self.range_note},
             "float": {"size_bytes": float_measured.size_bytes,
                       "compressed_bytes": float_measured.compressed_bytes,
-                      "metrics": float_metrics, "latency_p50_ms": float_measured.latency_p50_ms,
+                      "metrics": reference.figures, "latency_p50_ms": float_measured.latency_p50_ms,
                       "sparsity": round(float_measured.sparsity, 4), "ops": float_measured.ops},
-            "variants": [r.summary(float_measured.size_bytes) for r in results],
+            "outputs": {"class_scores": reference.class_outputs, "labelled": reference.labelled,
+                        "task": reference.task},
+            "variants": [with_float_islands(r.summary(float_measured.size_bytes), r.spec.mode, r.model_bytes)
+                         for r in results],
             "failed_variants": self.failed,
-            "chosen": chosen.spec.name, "recommendation": recommendation,
-            "chosen_edgetpu_ops": (chosen.edgetpu or {}).get("ops") if self.target.needs_edgetpu else None,
-            "max_accuracy_drop_pp": self.opts.max_accuracy_drop,
+            "chosen": chosen.spec.name if chosen else None, "recommendation": recommendation,
+            "chosen_edgetpu_ops": (chosen.edgetpu or {}).get("ops") if chosen and self.target.needs_edgetpu
+            else None,
+            "gate": {"max_accuracy_drop_pp": self.max_drop, "min_snr_db": self.opts.min_snr_db,
+                     "on": self.max_drop is not None, "passed": chosen is not None},
+            "max_accuracy_drop_pp": self.max_drop,
+            "prefer": self.opts.prefer,
             "pruning": pruning,
-            "model": manifest["model"],
-            "selftest": {**manifest["selftest"], "source": "calibration" if eval_x is None else "eval"},
+            "model": manifest["model"] if manifest else None,
+            "selftest": {**manifest["selftest"], "source": "calibration" if evaluation is None else "eval"}
+            if manifest else None,
             "machine": {"cpu": platform.processor() or platform.machine(),
-                        "runtime": f"{model.runtime.name} {model.runtime.version}"},
-            "converter": manifest["converter"],
+                        "runtime": f"{runtime.runtime.name} {runtime.runtime.version}"},
+            "converter": manifest["converter"] if manifest else {"edgefleet": edgefleet.__version__},
             "timings_seconds": self.timings,
+            **self.memory.figures(),
             "warnings": self.warnings,
         }
+
+    def _write_report(self, report: dict[str, Any]) -> dict[str, Path]:
+        """report.json and report.md alone (a failed gate: no bundle)."""
+        from edgefleet.converter.report import render_markdown
+
+        paths = report_paths(self.out_path)
+        try:
+            paths["json"].write_bytes(encode_report(report))
+            paths["md"].write_bytes(render_markdown(report).encode())
+        except OSError as exc:
+            raise ConversionError(f"cannot write the report: {exc}") from None
+        return {k: paths[k] for k in ("json", "md")}
 
     def _write(self, manifest: dict[str, Any], report: dict[str, Any], chosen: VariantResult,
                golden: bytes) -> ConversionResult:
         from edgefleet.converter.report import render_chart, render_markdown
 
-        report_json = json.dumps(_finite(report), indent=2, sort_keys=True, default=_json_default,
-                                 allow_nan=False).encode() + b"\n"
+        report_json = encode_report(report)
         report_md = render_markdown(report).encode()
         files = {MODEL: chosen.model_bytes, GOLDEN: golden, REPORT_JSON: report_json, REPORT_MD: report_md}
         self.say(f"writing signed bundle {self.out_path}")
@@ -180,6 +244,12 @@ class Artifacts:
                     path.unlink()
             raise ConversionError(f"cannot write the bundle or its report: {exc}") from None
         return ConversionResult(self.out_path, len(data), read_manifest_unverified(data), report, paths)
+
+
+def encode_report(report: dict[str, Any]) -> bytes:
+    """report.json's bytes: sorted keys, numpy numbers as JSON numbers, NaN as null."""
+    return json.dumps(_finite(report), indent=2, sort_keys=True, default=_json_default,
+                      allow_nan=False).encode() + b"\n"
 
 
 def _finite(value: Any) -> Any:

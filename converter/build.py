@@ -1,19 +1,20 @@
 """`convert`: model + data -> variants measured side by side -> the recommended (or chosen)
 one in a signed bundle, with a report in JSON, Markdown and PNG.
 
-Steps: load the model (any format of converter.sources) and data (converter.data); make
-the float reference; prune once if a pruned variant is asked for (converter.pruning);
-build every variant (converter.quantization); measure each with the device's runtime
+Steps: load the model (any format of converter.sources) and data by input name
+(converter.data); warn about data ranges that differ (converter.data.ranges,
+converter.input_ranges); make the float reference (converter.evaluation); prune once if a
+pruned variant is asked for (converter.pruning); build every variant
+(converter.quantization); measure each output of each with the device's runtime
 (converter.variants); apply the accuracy gate and, for int8, the QuantizationDebugger
 (converter.quantization.gate, .debugger); check Edge TPU and XNNPACK-sparse readiness
 (converter.targets); recommend; write golden set, manifest, bundle and report
-(converter.artifacts). Bundle format: edgefleet.protocol.bundle.
+(converter.artifacts); a failed gate writes the report alone. Bundle format:
+edgefleet.protocol.bundle.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,17 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from edgefleet.converter.artifacts import Artifacts, ConversionResult, check_out_path
-from edgefleet.converter.data import Preprocess, load_dataset
+from edgefleet.converter.artifacts import Artifacts, ConversionResult
+from edgefleet.converter.data import Dataset, Preprocess
+from edgefleet.converter.early_checks import early_checks, prune_options
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.golden import golden_npz, pick_golden
+from edgefleet.converter.memory import StepPeaks
+from edgefleet.converter.quantization.gate import DEFAULT, DEFAULT_MIN_SNR_DB, gate_budget
+from edgefleet.converter.quantization.tasks import check_task
 from edgefleet.converter.targets.profile import Target, resolve_target
-from edgefleet.converter.variants import VariantResult, VariantSpec, measure, parse_variants, recommend
+from edgefleet.converter.tflite_edit import compact
+from edgefleet.converter.variants import VariantResult, VariantSpec, check_prefer, measure, parse_variants
 from edgefleet.protocol.signing import SignatureError, SigningKey
 from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
-# Without --max-accuracy-drop, a variant must stay within this budget to be recommended.
-DEFAULT_RECOMMEND_BUDGET_PP = 1.0
 DEBUGGER_SAMPLES = 64
 Say = Callable[[str], None]
 ProgressFn = Callable[[str, int, int], None]
@@ -53,7 +56,11 @@ class ConvertOptions:
     calibration_samples: int = 200
     golden_samples: int = 16
     target: str | None = None  # board profile; None: generic profile of this machine's arch
-    max_accuracy_drop: float | None = None  # percentage points; None: no gate (but see recommend)
+    # percentage points a class-score output may lose; None: no gate; DEFAULT: 1.0 with --eval
+    max_accuracy_drop: float | str | None = DEFAULT
+    min_snr_db: float = DEFAULT_MIN_SNR_DB  # the gate's floor for every other output
+    task: str | None = None  # classification | detection | landmarks | segmentation
+    prefer: str = "balanced"  # the recommendation: balanced (size, unless much slower) | size | speed
     keep_float_layers: str | None = None  # "auto": keep worst int8 layers in float until the gate passes
     max_float_layers: int = 10
     prune_sparsity: float = 0.8
@@ -65,6 +72,7 @@ class ConvertOptions:
     preprocess: str | None = None  # for image folders, Preprocess.parse syntax
     measure_latency: bool = True
     chart: bool = True
+    force: bool = False  # replace an existing bundle at --out
 
 
 def convert(
@@ -116,14 +124,11 @@ class _Conversion(Artifacts):
         self.name = opts.name if opts.name is not None else model_path.stem
         if not self.name.strip():
             raise ConversionError("the bundle name is empty")
-        if any(s.pruned for s in self.specs) and opts.train_path is None:
-            raise ConversionError("pruned variants fine-tune the model: give --train data (.npz with x, y)")
         self.preprocess = Preprocess.parse(opts.preprocess) if opts.preprocess else None
-        budget = opts.max_accuracy_drop
-        if budget is not None and not math.isfinite(budget):
-            raise ConversionError(f"--max-accuracy-drop must be a number of percentage points (got {budget})")
-        if budget is not None and opts.eval_path is None:
-            raise ConversionError("--max-accuracy-drop needs evaluation data (--eval)")
+        check_task(opts.task)
+        check_prefer(opts.prefer)
+        self.max_drop = gate_budget(opts.max_accuracy_drop, opts.min_snr_db, opts.eval_path is not None,
+                                    opts.keep_float_layers is not None)
         if opts.prune_m_by_n is not None:
             m, n = opts.prune_m_by_n
             if not 0 < m < n:
@@ -133,7 +138,7 @@ class _Conversion(Artifacts):
             if picked not in [s.name for s in self.specs]:
                 raise ConversionError(f"--pick {opts.pick}: not among the variants being built "
                                       f"({', '.join(s.name for s in self.specs)})")
-        check_out_path(model_path, out_path)
+        self.train = early_checks(model_path, out_path, opts, self.target, self.specs, self.preprocess)
 
     def _variant_specs(self) -> list[VariantSpec]:
         if self.opts.variants and self.opts.mode:
@@ -146,62 +151,49 @@ class _Conversion(Artifacts):
 
     def _step(self, key: str, message: str) -> float:
         self.say(message)
+        self.memory.start()
         return time.perf_counter()
 
     def _done(self, key: str, started: float) -> None:
         self.timings[key] = round(time.perf_counter() - started, 3)
+        self.memory.done(key)
 
     def run(self) -> ConversionResult:
+        self.memory = StepPeaks()  # wall time and peak RSS from here to the report
         from edgefleet.converter.sources import load_model_source
 
         t = self._step("load", f"loading model {self.model_path}")
         source = load_model_source(self.model_path)
         if self.target.accelerator in ("edgetpu", "npu") and source.kind != "tflite":
             source.batch_size = 1  # accelerators need every size fixed at compile time
-        self.say(f"loading calibration data {self.calib_path}")
-        calib_x, _ = load_dataset(self.calib_path, self.preprocess)
-        self._check_shape(source, calib_x, "calibration")
-        eval_x = eval_y = None
-        if self.opts.eval_path is not None:
-            self.say(f"loading evaluation data {self.opts.eval_path}")
-            eval_x, eval_y = load_dataset(self.opts.eval_path, self.preprocess)
-            self._check_shape(source, eval_x, "evaluation")
-            if eval_y is None:
-                self.warnings.append("evaluation data has no labels: accuracy is agreement with the "
-                                     "float model's top class, plus SNR and cosine similarity")
-        else:
-            self.warnings.append("no evaluation data given: accuracy was not measured, so no "
-                                 "accuracy gate could apply")
+        from edgefleet.converter.evaluation import golden_set, load_all, make_reference
+
+        calib, evaluation, found, self.range_note = load_all(source, self.calib_path, self.opts.eval_path,
+                                                             self.preprocess, self.say)
+        if self.train is not None:  # pruning's data, loaded and checked before TensorFlow loaded
+            self._check_shape(source, self.train[0], "training")
+        self._warn(found)  # before any conversion: data that does not fit is the likeliest mistake
         self._done("load", t)
 
         t = self._step("float", "measuring the float model")
-        from edgefleet.converter.quantization.metrics import reference_metrics
-
-        reference = source.predict(eval_x) if eval_x is not None else None
-        float_bytes = source.float_tflite()
-        sample = (eval_x if eval_x is not None else calib_x)[0]
-        float_measured = measure(float_bytes, None, None, None, sample, latency=self.opts.measure_latency)
-        if reference is not None and eval_y is not None:
-            classes = reference.shape[-1]
-            if eval_y.min() < 0 or eval_y.max() >= classes:
-                raise ConversionError(
-                    f"evaluation labels run from {eval_y.min()} to {eval_y.max()}, but the model has "
-                    f"{classes} outputs: labels must be class indices 0..{classes - 1}")
-        float_metrics = reference_metrics(reference, eval_y, self.opts.top_k) if reference is not None else {}
+        reference = make_reference(source, calib, evaluation, self.opts.task, self.opts.top_k)
+        self._warn(reference.warnings)
+        # measured as written (repeated vectors shared, as every variant is), so ratios compare like with like
+        float_measured = measure(compact(source.float_tflite()), None, reference.sample,
+                                 latency=self.opts.measure_latency)
         self._done("float", t)
 
         pruning = None
         pruned_source = None
         if any(s.pruned for s in self.specs):
-            pruned_source, pruning = self._prune(source, eval_x, eval_y)
+            pruned_source, pruning = self._prune(source, evaluation)
 
         results: list[VariantResult] = []
         self.failed: list[dict[str, str]] = []
         for spec in self.specs:
             src = pruned_source if spec.pruned else source
             try:
-                results.append(self._build_variant(spec, src, calib_x, eval_x, eval_y, reference,
-                                                   float_metrics, sample))
+                results.append(self._build_variant(spec, src, reference))
             except (ConversionError, RuntimeLoadError) as exc:
                 if len(self.specs) == 1:
                     raise ConversionError(f"{spec.name}: {exc}") from None
@@ -213,22 +205,19 @@ class _Conversion(Artifacts):
             raise ConversionError("every variant failed:\n  " + "\n  ".join(
                 f"{f['name']}: {f['error']}" for f in self.failed))
 
-        chosen, recommendation = self._choose(results)
+        chosen, recommendation = self._choose(results, source, reference, float_measured, pruning)
         self.say(f"recommended: {recommendation}")
         if self.target.requires_edgetpu_compiler:
             self._compile_for_edgetpu(chosen)
 
-        t = self._step("golden", f"choosing {self.opts.golden_samples} golden self-test samples")
+        t = self._step("golden", f"choosing golden self-test samples (at most {self.opts.golden_samples})")
         model = TFLiteModel(chosen.model_bytes)
-        golden_pool = eval_x if eval_x is not None else calib_x
-        golden_x = pick_golden(model, golden_pool, self.opts.golden_samples)
-        golden = golden_npz(model, golden_x, source.predict(golden_x))
+        golden, selftest = golden_set(model, len(chosen.model_bytes), reference, self.opts.golden_samples)
         self._done("golden", t)
 
-        manifest = self._manifest(chosen, model, len(golden_x), float_measured.size_bytes, eval_x,
-                                  float_metrics)
-        report = self._report(source, chosen, recommendation, results, float_measured, float_metrics,
-                              pruning, calib_x, eval_x, eval_y, model, manifest)
+        manifest = self._manifest(chosen, model, selftest, float_measured.size_bytes, reference)
+        report = self._report(source, chosen, recommendation, results, float_measured, reference,
+                              pruning, model, manifest)
         return self._write(manifest, report, chosen, golden)
 
     # steps
@@ -238,17 +227,19 @@ class _Conversion(Artifacts):
                 f"{what} data has samples of shape {tuple(x.shape[1:])}, but the model takes "
                 f"{tuple(source.input_shape)}; preprocess the data to the model's input")
 
-    def _prune(self, source: Any, eval_x: np.ndarray | None, eval_y: np.ndarray | None) -> tuple[Any, dict]:
-        from edgefleet.converter.pruning import PruneOptions, prune
+    def _prune(self, source: Any, evaluation: Dataset | None) -> tuple[Any, dict]:
+        from edgefleet.converter.pruning import prune
         from edgefleet.converter.sources import source_from_keras
 
         if source.keras_model is None:
             raise ConversionError(f"pruning needs a Keras model (.keras or .h5); {source.kind} "
                                   "sources cannot be fine-tuned")
-        train_x, train_y = load_dataset(self.opts.train_path, self.preprocess)  # type: ignore[arg-type]
-        self._check_shape(source, train_x, "training")
-        opts = PruneOptions(target_sparsity=self.opts.prune_sparsity, epochs=self.opts.prune_epochs,
-                            m_by_n=self.opts.prune_m_by_n, xnnpack_policy=self.opts.prune_xnnpack_policy)
+        if len(source.input_shapes) != 1:
+            raise ConversionError("pruning fine-tunes one-input models only (its --train data is x, y)")
+        eval_x = next(iter(evaluation.inputs.values())) if evaluation is not None else None
+        eval_y = evaluation.labels if evaluation is not None else None
+        train_x, train_y = self.train  # type: ignore[misc]
+        opts = prune_options(self.opts)
         t = self._step("prune", f"pruning to {opts.target_sparsity:.0%} sparsity, fine-tuning "
                                 f"{opts.epochs} epochs on {len(train_x)} samples")
         result = prune(source.keras_model, train_x, train_y, opts, eval_x, eval_y,
@@ -267,12 +258,9 @@ class _Conversion(Artifacts):
             return None
         return self.opts.io_dtype or self.target.io_dtype
 
-    def _build_variant(self, spec: VariantSpec, source: Any, calib_x: np.ndarray,
-                       eval_x: np.ndarray | None, eval_y: np.ndarray | None,
-                       reference: np.ndarray | None, float_metrics: dict[str, Any],
-                       sample: np.ndarray) -> VariantResult:
+    def _build_variant(self, spec: VariantSpec, source: Any, reference: Any) -> VariantResult:
         from edgefleet.converter.quantization import QuantOptions, quantize
-        from edgefleet.converter.quantization.gate import check_accuracy_drop
+        from edgefleet.converter.quantization.gate import DEFAULT_MAX_DROP_PP
         from edgefleet.converter.targets.edgetpu import check_edgetpu
         from edgefleet.converter.targets.xnnpack_sparse import check_xnnpack_sparse
 
@@ -283,91 +271,99 @@ class _Conversion(Artifacts):
                              # FULLY_CONNECTED) and zips worse than plain zeros: float modes only
                              sparsity=spec.pruned and spec.mode in ("float32", "float16"))
         t = self._step(f"variant:{spec.name}", f"building {spec.name}")
-        model_bytes = quantize(source, calib_x, qopts, progress=self.on_progress)
-        measured = measure(model_bytes, reference, eval_x, eval_y, sample, self.opts.top_k,
-                           self.opts.measure_latency)
+        # lossless: each repeated vector (per-channel zero points above all) written once
+        model_bytes = compact(quantize(source, reference.calib.inputs, qopts, progress=self.on_progress))
+        from edgefleet.converter.quantization.checks import load_and_run_check, not_quantised_reason
+
+        # a model LiteRT refuses, or one the quantiser left as it was, is a failed variant
+        problem = load_and_run_check(model_bytes, reference.sample)
+        if problem is not None:
+            raise ConversionError(f"LiteRT cannot run the {spec.name} model: {problem}")
+        problem = not_quantised_reason(spec.mode, source.float_tflite(), model_bytes)
+        if problem is not None:
+            raise ConversionError(problem)
+        measured = measure(model_bytes, reference, reference.sample, self.opts.measure_latency, self.warnings)
         result = VariantResult(spec, model_bytes, measured)
-        budget = self.opts.max_accuracy_drop
-        if budget is None and len(self.specs) > 1:
-            budget = DEFAULT_RECOMMEND_BUDGET_PP  # only to pick among several, never to fail
-        if budget is not None and measured.metrics:
-            result.gate = check_accuracy_drop(float_metrics, measured.metrics, budget, spec.name)
-            if self.opts.max_accuracy_drop is None:  # say whose budget it was
-                result.gate = dataclasses.replace(result.gate, message=result.gate.message.replace(
-                    "(--max-accuracy-drop)", "(the default budget for choosing among variants)"))
-        if self.opts.max_accuracy_drop is None and measured.metrics:
-            loose = check_accuracy_drop(float_metrics, measured.metrics, DEFAULT_RECOMMEND_BUDGET_PP,
-                                        spec.name)
-            if not loose.passed:
-                self.warnings.append(
-                    f"{spec.name} loses {loose.drop_pp:.1f} pp against the float model ({loose.measure}); "
-                    "check the calibration data, or set --max-accuracy-drop to make this an error")
+        if measured.metrics:
+            result.gate = self._gate(reference, measured.metrics, spec.name, self.max_drop)
+            if self.max_drop is None:  # no gate: a large loss is still worth a warning
+                loose = self._gate(reference, measured.metrics, spec.name, DEFAULT_MAX_DROP_PP)
+                result.gate = None
+                if not loose.passed:
+                    self.warnings.append(f"{loose.message}; the accuracy gate is off (--max-accuracy-drop "
+                                         "none): check the calibration data")
         if spec.mode == "int8" and source.kind != "tflite":
-            self._debug_int8(result, source, calib_x, float_metrics, eval_x, eval_y, reference, sample)
+            self._debug_int8(result, source, reference)
         result.edgetpu = check_edgetpu(result.model_bytes).as_dict()
         if spec.pruned:
             result.xnnpack_sparse = check_xnnpack_sparse(result.model_bytes)
         self._done(f"variant:{spec.name}", t)
         return result
 
-    def _debug_int8(self, result: VariantResult, source: Any, calib_x: np.ndarray,
-                    float_metrics: dict[str, Any], eval_x: np.ndarray | None, eval_y: np.ndarray | None,
-                    reference: np.ndarray | None, sample: np.ndarray) -> None:
+    def _gate(self, reference: Any, metrics: dict[str, Any], name: str, budget: float | None) -> Any:
+        from edgefleet.converter.quantization.gate import check_outputs
+
+        if budget is None:
+            return None
+        return check_outputs(reference.figures, metrics, budget, self.opts.min_snr_db, name)
+
+    def _debug_int8(self, result: VariantResult, source: Any, reference: Any) -> None:
         """Worst layers from TensorFlow's QuantizationDebugger; with --keep-float-layers auto,
         keep them in float until the gate passes."""
-        from edgefleet.converter.quantization.debugger import keep_float_layers_until, layer_errors
-        from edgefleet.converter.quantization.gate import check_accuracy_drop
-        from edgefleet.converter.quantization.metrics import compare
+        from edgefleet.converter.quantization.debugger import (
+            DebuggerError,
+            keep_float_layers_until,
+            layer_errors,
+        )
 
+        if len(reference.calib.inputs) != 1:  # the debugger's dataset feeds one input
+            result.notes.append("the QuantizationDebugger's layer errors are measured for one-input "
+                                "models only")
+            return
+        calib_x = next(iter(reference.calib.inputs.values()))
         factory = source.tflite_converter
         io = self._io_dtype(result.spec) or "int8"
         rescue = (self.opts.keep_float_layers == "auto" and result.gate is not None
-                  and not result.gate.passed and eval_x is not None and reference is not None)
+                  and not result.gate.passed and reference.evaluation is not None)
         if rescue and io not in ("int8", "uint8"):
             result.notes.append("--keep-float-layers auto needs int8 or uint8 input/output")
             rescue = False
         if not rescue:
-            result.worst_layers = [e.as_dict() for e in layer_errors(factory, calib_x, DEBUGGER_SAMPLES)[:5]]
+            try:
+                ranking = layer_errors(factory, calib_x, DEBUGGER_SAMPLES)
+            except DebuggerError as exc:
+                # the ranking only informs the report: the variant stands without it
+                why = f"no per-layer error ranking (worst layers): {exc}"
+                result.notes.append(why)
+                self.warnings.append(f"{result.spec.name}: {why}")
+                return
+            result.worst_layers = [e.as_dict() for e in ranking[:5]]
             return
         budget = result.gate.max_drop_pp
 
         def evaluate(model_bytes: bytes) -> Any:
-            outputs, _ = TFLiteModel(model_bytes).predict(eval_x)
-            return check_accuracy_drop(float_metrics, compare(reference, outputs, eval_y, self.opts.top_k),
-                                       budget, result.spec.name)
+            return self._gate(reference, reference.measure(model_bytes)[0], result.spec.name, budget)
 
-        kept = keep_float_layers_until(factory, calib_x, evaluate, io_dtype=io,
-                                       max_layers=self.opts.max_float_layers, progress=self.say,
-                                       samples=DEBUGGER_SAMPLES)
+        try:
+            kept = keep_float_layers_until(factory, calib_x, evaluate, io_dtype=io,
+                                           max_layers=self.opts.max_float_layers, progress=self.say,
+                                           samples=DEBUGGER_SAMPLES)
+        except DebuggerError as exc:
+            raise ConversionError(
+                f"--keep-float-layers auto chooses the layers to keep in float from the "
+                f"QuantizationDebugger's ranking, and it has none: {exc}. Without "
+                f"--keep-float-layers the fully int8 model is built (it fails the gate: "
+                f"{result.gate.message})") from None
         # the debugger ran once: its ranking serves the report too
         result.worst_layers = [e.as_dict() for e in kept.layers[:5]]
         result.notes.append(kept.message)
         if kept.kept or kept.passed:
             result.model_bytes = kept.model
             result.kept_float_layers = list(kept.kept)
-            result.measured = measure(kept.model, reference, eval_x, eval_y, sample, self.opts.top_k,
-                                      self.opts.measure_latency)
+            result.measured = measure(kept.model, reference, reference.sample, self.opts.measure_latency,
+                                      self.warnings)
             # the verdict on that very model is already in the history
             result.gate = next(gate for layers, gate in kept.history if layers == kept.kept)
-
-    def _choose(self, results: list[VariantResult]) -> tuple[VariantResult, str]:
-        if self.opts.pick:
-            picked = [r for r in results if r.spec.name == VariantSpec.parse(self.opts.pick).name]
-            if not picked:
-                raise ConversionError(f"--pick {self.opts.pick}: not among the variants "
-                                      f"{[r.spec.name for r in results]}")
-            chosen = picked[0]
-            if self.opts.max_accuracy_drop is not None and chosen.gate is not None and not chosen.gate.passed:
-                from edgefleet.converter.quantization.gate import GateError
-
-                raise GateError(chosen.gate)
-            return chosen, f"{chosen.spec.name}: picked with --pick"
-        if self.opts.max_accuracy_drop is not None and len(results) == 1 and results[0].gate is not None \
-                and not results[0].gate.passed:
-            from edgefleet.converter.quantization.gate import GateError
-
-            raise GateError(results[0].gate)
-        return recommend(results, self.target.allowed_modes, self.target.needs_edgetpu)
 
     def _compile_for_edgetpu(self, chosen: VariantResult) -> None:
         import tempfile

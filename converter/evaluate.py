@@ -13,6 +13,7 @@ import numpy as np
 
 from edgefleet.converter.errors import ConversionError
 from edgefleet.runtime import TFLiteModel
+from edgefleet.tensors import Arrays, Inputs
 
 
 def keras_outputs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -20,11 +21,20 @@ def keras_outputs(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
-def tflite_outputs(model: bytes | TFLiteModel, x: np.ndarray) -> np.ndarray:
-    """Dequantised float32 outputs of TFLite bytes (or a loaded model) on a batch."""
+def tflite_outputs(model: bytes | TFLiteModel, x: Inputs) -> Arrays:
+    """Dequantised float32 outputs by output name of TFLite bytes (or a loaded model) on a
+    batch (one array for a one-input model, or arrays by input name)."""
     loaded = model if isinstance(model, TFLiteModel) else TFLiteModel(model)
-    outputs, _latencies = loaded.predict(x)
+    outputs, _latencies = loaded.run(x)
     return outputs
+
+
+def class_scores(outputs: Arrays, name: str | None = None) -> np.ndarray:
+    """The output NAME of OUTPUTS, or the only one; an error naming them when it is unclear."""
+    if name is None and len(outputs) != 1:
+        raise ConversionError(f"the model has {len(outputs)} outputs ({', '.join(outputs)}): name the one "
+                              "that holds class scores")
+    return outputs[name] if name is not None else next(iter(outputs.values()))
 
 
 def top1_accuracy(outputs: np.ndarray, y: np.ndarray) -> float:
@@ -48,8 +58,9 @@ def keras_top1(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return top1_accuracy(keras_outputs(model, x), y)
 
 
-def tflite_top1(model: bytes | TFLiteModel, x: np.ndarray, y: np.ndarray) -> float:
-    return top1_accuracy(tflite_outputs(model, x), y)
+def tflite_top1(model: bytes | TFLiteModel, x: Inputs, y: np.ndarray, output: str | None = None) -> float:
+    """Top-1 of the class-score OUTPUT (the only output when not named) on labels Y."""
+    return top1_accuracy(class_scores(tflite_outputs(model, x), output), y)
 
 
 def _check_scores(outputs: np.ndarray) -> None:

@@ -1,8 +1,9 @@
 """A uniform view of the model to convert, whatever file it came from.
 
 Four kinds: a Keras 3 ``.keras`` file, a legacy tf-keras ``.h5`` file, a TensorFlow
-SavedModel folder, and an existing float ``.tflite``. Each gives the same three things:
-float reference outputs (:meth:`ModelSource.predict`), a fresh TFLite converter (not for
+SavedModel folder, and an existing float ``.tflite``, with any number of inputs and
+outputs. Each gives the same three things: float reference outputs by output name
+(:meth:`ModelSource.reference`), a fresh TFLite converter (not for
 ``.tflite``: that kind is quantised with ai-edge-quantizer, see
 :mod:`converter.quantization.modes`) and a plain float32 TFLite model.
 
@@ -26,11 +27,13 @@ from edgefleet.converter.tfenv import import_tensorflow
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from edgefleet.runtime import TFLiteModel
+    from edgefleet.tensors import Arrays, Inputs
+
 KINDS = ("keras", "tf_keras", "saved_model", "tflite")
 SUPPORTED_INPUTS = ".keras (Keras 3), .h5/.hdf5 (tf-keras), a SavedModel folder, .tflite (float)"
 _SUFFIX_KIND = {".keras": "keras", ".h5": "tf_keras", ".hdf5": "tf_keras", ".tflite": "tflite"}
 _SERVING = "serving_default"
-_PREDICT_BATCH = 256
 # tensor types that mean a .tflite has been quantised already (int32/int64 appear in float
 # models too: shapes, indices)
 _QUANTISED_TYPES = ("int8", "uint8", "int16", "float16")
@@ -43,14 +46,20 @@ class ModelSource:
     kind: str
     path: Path | None
     keras_model: Any | None
-    input_shape: tuple[int, ...]  # one sample, no batch dimension
+    input_shape: tuple[int, ...]  # one sample of the first input, no batch dimension
     # None: the batch dimension stays dynamic. Accelerators (Edge TPU, NPU delegates) need
     # every size fixed at compile time, so their targets convert with batch_size = 1.
     batch_size: int | None = None
+    input_shapes: tuple[tuple[int, ...], ...] = ()  # every input's sample shape, in model order
     _tflite_bytes: bytes | None = field(default=None, repr=False)
     _signature: Any = field(default=None, repr=False)  # SavedModel serving function
     _loaded: Any = field(default=None, repr=False)  # the SavedModel object the signature lives on
     _float_cache: bytes | None = field(default=None, repr=False)
+    _reference: Any = field(default=None, repr=False)  # TFLiteModel of float_tflite()
+
+    def __post_init__(self) -> None:
+        if not self.input_shapes:
+            self.input_shapes = (tuple(self.input_shape),)
 
     @property
     def name(self) -> str:
@@ -58,34 +67,34 @@ class ModelSource:
             return str(self.path)
         return f"the in-memory model {getattr(self.keras_model, 'name', '?')!r}"
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float32 reference outputs (the first output) for a batch X."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.shape[1:] != self.input_shape:
-            raise ConversionError(
-                f"inputs have sample shape {x.shape[1:]} but {self.name} expects {self.input_shape}"
-            )
-        if self.kind == "tflite":
-            from edgefleet.runtime import TFLiteModel
+    def reference_model(self) -> TFLiteModel:
+        """The float32 TFLite model, loaded: what every variant is compared against.
 
-            outputs, _latencies = TFLiteModel(self.float_tflite()).predict(x)
-            return outputs
-        parts = [self._predict_batch(x[i : i + _PREDICT_BATCH]) for i in range(0, len(x), _PREDICT_BATCH)]
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        Running the float32 conversion (rather than Keras) names the outputs exactly as the
+        variants made by the same converter name them, for every source kind."""
+        from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
-    def _predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        if self.kind == "saved_model":
-            tf = import_tensorflow()
-            _, kwargs = self._signature.structured_input_signature
-            (input_name,) = kwargs
-            outputs = self._signature(**{input_name: tf.constant(batch)})
-            return np.asarray(outputs[sorted(outputs)[0]])
-        outputs = self.keras_model(batch, training=False)
-        if isinstance(outputs, dict):
-            outputs = outputs[sorted(outputs)[0]]
-        elif isinstance(outputs, (list, tuple)):
-            outputs = outputs[0]
-        return np.asarray(outputs)
+        if self._reference is None:
+            try:
+                self._reference = TFLiteModel(self.float_tflite())
+            except RuntimeLoadError as exc:
+                raise ConversionError(f"the float32 model of {self.name} does not load: {exc}") from None
+        return self._reference
+
+    def reference(self, inputs: Inputs) -> Arrays:
+        """Float32 reference outputs by output name for a batch of INPUTS (by input name, in
+        input order, or one array for a one-input model)."""
+        from edgefleet.tensors import InputError
+
+        try:
+            outputs, _latencies = self.reference_model().run(inputs)
+        except InputError as exc:
+            raise ConversionError(f"{self.name}: {exc}") from None
+        return outputs
+
+    def predict(self, x: Inputs) -> np.ndarray:
+        """The first output of :meth:`reference`, for callers that know the model has one."""
+        return self.reference(x)[self.reference_model().outputs[0].name]
 
     def tflite_converter(self) -> tf.lite.TFLiteConverter:
         """A fresh TFLite converter for this model (one per conversion: they keep settings)."""
@@ -103,20 +112,34 @@ class ModelSource:
                     "convert from the Keras model")
             return tf.lite.TFLiteConverter.from_saved_model(str(self.path), signature_keys=[_SERVING])
         if self.batch_size is not None:
-            return tf.lite.TFLiteConverter.from_keras_model(self._fixed_batch_model())
+            return tf.lite.TFLiteConverter.from_keras_model(self._list_input_model())
+        if isinstance(getattr(self.keras_model, "_inputs_struct", None), dict):
+            # TF 2.21's converter fails on a Keras 3 model that takes a dict ("'NoneType' object
+            # is not callable"): the same model behind a list of the same inputs converts
+            return tf.lite.TFLiteConverter.from_keras_model(self._list_input_model())
         return tf.lite.TFLiteConverter.from_keras_model(self.keras_model)
 
-    def _fixed_batch_model(self) -> Any:
-        """The same layers and weights behind an input of fixed batch size."""
+    def _list_input_model(self) -> Any:
+        """The same layers and weights behind a list of inputs named as the model's, of
+        BATCH_SIZE (None: dynamic); a model that takes a dict gets one."""
         if self.kind == "tf_keras":
             import tf_keras as framework
         else:
             import keras as framework
-        inputs = framework.Input(batch_shape=(self.batch_size, *self.input_shape))
-        return framework.Model(inputs, self.keras_model(inputs))
+        # the original names: the signature (and so the data files) name inputs after them
+        names = [str(getattr(t, "name", "")).split(":")[0] or None for t in self.keras_model.inputs]
+        inputs = [framework.Input(batch_shape=(self.batch_size, *shape), name=name)
+                  for shape, name in zip(self.input_shapes, names, strict=True)]
+        structure = getattr(self.keras_model, "_inputs_struct", None)
+        if isinstance(structure, dict):
+            index = {id(t): i for i, t in enumerate(self.keras_model.inputs)}
+            by_key = {key: inputs[index[id(t)]] for key, t in structure.items()}
+            return framework.Model(inputs, self.keras_model(by_key))
+        return framework.Model(inputs, self.keras_model(inputs if len(inputs) > 1 else inputs[0]))
 
     def float_tflite(self) -> bytes:
-        """Plain float32 TFLite bytes (for a .tflite source: the file's own bytes)."""
+        """Plain float32 TFLite bytes (for a .tflite source: its float32 equivalent, which
+        is the file's own bytes when it has float32 weights, current op codes and a signature)."""
         if self.kind == "tflite":
             assert self._tflite_bytes is not None
             return self._tflite_bytes
@@ -270,31 +293,33 @@ def _load_saved_model(path: Path) -> ModelSource:
         )
     signature = signatures[_SERVING]
     _, kwargs = signature.structured_input_signature
-    if len(kwargs) != 1:
-        raise ConversionError(
-            f"the SavedModel {path} has {len(kwargs)} inputs ({', '.join(sorted(kwargs))}); "
-            "only single-input models are supported yet"
-        )
-    (spec,) = kwargs.values()
-    shape = _sample_shape(tuple(spec.shape), str(path))
-    return ModelSource("saved_model", path, None, shape, _signature=signature, _loaded=loaded)
+    if not kwargs:
+        raise ConversionError(f"the SavedModel {path}'s {_SERVING!r} signature takes no inputs")
+    shapes = tuple(_sample_shape(tuple(kwargs[k].shape), f"{path} (input {k!r})") for k in sorted(kwargs))
+    return ModelSource("saved_model", path, None, shapes[0], input_shapes=shapes, _signature=signature,
+                       _loaded=loaded)
 
 
 def _load_tflite(path: Path) -> ModelSource:
+    """A .tflite source: its float32 equivalent (tflite_edit.float_equivalent, on a copy)
+    is both the float reference and what the quantisers start from."""
+    from edgefleet.converter.tflite_edit import float_equivalent
+
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ConversionError(f"{path} is not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        equivalent = float_equivalent(data)
+    except Exception as exc:  # a damaged flatbuffer fails anywhere in the generated schema code
+        raise ConversionError(f"cannot read {path} as a TFLite model: {type(exc).__name__}: {exc}") from exc
     from edgefleet.runtime import find_runtime
 
     try:
-        interpreter = find_runtime("auto").interpreter(model_content=data)
+        interpreter = find_runtime("auto").interpreter(model_content=equivalent.model)
     except (ValueError, RuntimeError) as exc:
         raise ConversionError(f"the TFLite runtime cannot load {path}: {exc}") from exc
     inputs = interpreter.get_input_details()
-    if len(inputs) != 1:
-        raise ConversionError(
-            f"{path} has {len(inputs)} inputs; only single-input models are supported yet"
-        )
+    # float16 weights behind DEQUANTIZE are float32 in the equivalent; what is left is quantised
     quantised = sorted({
         np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()
         if np.dtype(t["dtype"]).name in _QUANTISED_TYPES
@@ -302,11 +327,13 @@ def _load_tflite(path: Path) -> ModelSource:
     if quantised:
         raise ConversionError(
             f"{path} is quantised already (it has {', '.join(quantised)} tensors); give the float "
-            "model (.tflite converted without optimisations, or the Keras/SavedModel original)"
+            "model (.tflite converted without optimisations, or the Keras/SavedModel original), or "
+            f"ship this one as it is: edgefleet pack {path} --out BUNDLE.efb"
         )
-    signature = inputs[0].get("shape_signature", inputs[0]["shape"])
-    shape = _sample_shape(tuple(None if int(d) < 0 else int(d) for d in signature), str(path))
-    return ModelSource("tflite", path, None, shape, _tflite_bytes=data)
+    shapes = tuple(_sample_shape(tuple(None if int(d) < 0 else int(d)
+                                       for d in detail.get("shape_signature", detail["shape"])), str(path))
+                   for detail in inputs)
+    return ModelSource("tflite", path, None, shapes[0], input_shapes=shapes, _tflite_bytes=equivalent.model)
 
 
 def source_from_keras(model: Any) -> ModelSource:
@@ -332,12 +359,8 @@ def _from_keras(model: Any, kind: str, path: Path | None) -> ModelSource:
             f"{name} has no defined input; build it with an Input layer (or call it once on data) "
             "before converting"
         )
-    if len(inputs) != 1:
-        raise ConversionError(
-            f"{name} has {len(inputs)} inputs; only single-input models are supported yet"
-        )
-    shape = _sample_shape(tuple(inputs[0].shape), name)
-    return ModelSource(kind, path, model, shape)
+    shapes = tuple(_sample_shape(tuple(t.shape), name) for t in inputs)
+    return ModelSource(kind, path, model, shapes[0], input_shapes=shapes)
 
 
 def _sample_shape(shape: tuple[Any, ...], name: str) -> tuple[int, ...]:

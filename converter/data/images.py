@@ -19,6 +19,7 @@ from edgefleet.converter.errors import ConversionError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LAYOUTS = ("nhwc", "nchw")
 COLORS = ("rgb", "grayscale")
+COLOR_ALIASES = {"gray": "grayscale", "grey": "grayscale", "l": "grayscale"}  # what people type
 PREPROCESS_EXAMPLE = (
     "size=96x96,scale=1/255,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nhwc,color=rgb"
 )
@@ -36,10 +37,13 @@ class Preprocess:
     color: str = "rgb"
 
     def __post_init__(self) -> None:
+        if self.color in COLOR_ALIASES:  # frozen: set the canonical name through object
+            object.__setattr__(self, "color", COLOR_ALIASES[self.color])
         if self.layout not in LAYOUTS:
             raise ConversionError(f"preprocess layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
         if self.color not in COLORS:
-            raise ConversionError(f"preprocess color {self.color!r} is not one of {', '.join(COLORS)}")
+            raise ConversionError(f"preprocess color {self.color!r} is not one of {', '.join(COLORS)} "
+                                  f"(or {', '.join(a for a in COLOR_ALIASES if len(a) > 1)})")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
             raise ConversionError(f"preprocess size {self.size} must be two positive numbers (height, width)")
         channels = 1 if self.color == "grayscale" else 3

@@ -31,6 +31,10 @@ def distill_files(teacher_path: Path, student_path: Path | None, width: float | 
     """Distil into a student given as a file (weights reset) or as WIDTH x the teacher; save it to OUT."""
     import keras
 
+    try:  # before any training: a folder that cannot be made should not cost the epochs
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConversionError(f"cannot write --out {out}: {exc.strerror or exc}") from None
     teacher = _load_keras(teacher_path, "teacher")
     if student_path is not None:
         # a fresh copy of the architecture: the student learns from the teacher, not from old weights
@@ -45,6 +49,8 @@ def distill_files(teacher_path: Path, student_path: Path | None, width: float | 
         x_eval, y_eval = load_dataset(eval_path)
     result = distill(teacher, student, x_train, y_train, options, x_eval, y_eval, baseline=baseline,
                      progress=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.student.save(out)
+    try:
+        result.student.save(out)
+    except OSError as exc:  # disk full, a read-only file system
+        raise ConversionError(f"cannot write the student to {out}: {exc.strerror or exc}") from None
     return {**result.as_dict(), "student_file": str(out)}

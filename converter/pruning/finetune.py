@@ -27,7 +27,6 @@ from __future__ import annotations
 from edgefleet.converter import tfenv  # noqa: F401  (before Keras loads TensorFlow)
 
 # isort: split
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,28 +35,18 @@ import keras
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
-from edgefleet.converter.pruning.keras3 import (
-    MagnitudePruning,
-    PolynomialSchedule,
-    check_m_by_n,
-    prunable_weights,
-    strip,
+from edgefleet.converter.pruning.keras3 import MagnitudePruning, PolynomialSchedule, prunable_weights, strip
+from edgefleet.converter.pruning.plan import (
+    DEFAULT_LEARNING_RATE,
+    PRUNING_FRACTION,
+    PruneOptions,
+    check_data,
+    check_options,
+    schedule_end_step,
 )
 
-DEFAULT_LEARNING_RATE = 1e-3  # Adam's default, and what tfmot's pruning guide fine-tunes with
-PRUNING_FRACTION = 0.7  # share of the fine-tuning steps over which sparsity rises
-
-
-@dataclass(frozen=True)
-class PruneOptions:
-    target_sparsity: float = 0.8
-    initial_sparsity: float = 0.0
-    epochs: int = 4
-    batch_size: int = 32
-    frequency: int = 10  # steps between mask updates
-    m_by_n: tuple[int, int] | None = None  # e.g. (2, 4): sets the sparsity to m/n, schedule unused
-    xnnpack_policy: bool = False  # tf-keras only: PruneForLatencyOnXNNPack (prunes 1x1 Conv2D only)
-    learning_rate: float | None = None  # None: DEFAULT_LEARNING_RATE
+__all__ = ["DEFAULT_LEARNING_RATE", "PRUNING_FRACTION", "PruneOptions", "PruneResult", "make_schedule",
+           "prune"]
 
 
 @dataclass
@@ -84,11 +73,11 @@ def prune(
     missing or mismatched labels, or too few training steps for the schedule.
     """
     framework = detect_framework(model)
-    _check_options(options, framework)
-    x, y = _check_data(x_train, y_train, "training")
+    check_options(options, framework)
+    x, y = check_data(x_train, y_train, "training")
     validation = None
     if x_val is not None or y_val is not None:
-        validation = _check_data(x_val, y_val, "validation")
+        validation = check_data(x_val, y_val, "validation")
     schedule = make_schedule(len(x), options)
     loss = _loss(model, y)
     learning_rate = options.learning_rate or DEFAULT_LEARNING_RATE
@@ -134,14 +123,7 @@ def detect_framework(model: Any) -> str:
 
 def make_schedule(samples: int, options: PruneOptions) -> PolynomialSchedule:
     """The polynomial schedule over this many training samples (see the module docstring)."""
-    steps = options.epochs * math.ceil(samples / options.batch_size)
-    end_step = options.frequency * int(PRUNING_FRACTION * steps // options.frequency)
-    if end_step < options.frequency:
-        raise ConversionError(
-            f"fine-tuning runs only {steps} steps ({samples} samples, batch size {options.batch_size}, "
-            f"{options.epochs} epochs), too few for mask updates every {options.frequency} steps: "
-            "give more training data or epochs, or lower the frequency"
-        )
+    end_step = schedule_end_step(samples, options)
     return PolynomialSchedule(
         initial_sparsity=options.initial_sparsity, final_sparsity=options.target_sparsity,
         begin_step=0, end_step=end_step, frequency=options.frequency,
@@ -176,45 +158,6 @@ def _prune_keras3(
     kernels = {t.name: [np.asarray(t.variable.numpy())] for t in prunable_weights(stripped)}
     logs = {key: [float(v) for v in values] for key, values in history.history.items()}
     return stripped, kernels, logs
-
-
-def _check_options(options: PruneOptions, framework: str) -> None:
-    for name in ("target_sparsity", "initial_sparsity"):
-        value = getattr(options, name)
-        if not 0.0 <= value < 1.0:
-            raise ConversionError(f"{name} must be in [0, 1) (0.8 prunes 80 % of the weights), got {value}")
-    if options.initial_sparsity > options.target_sparsity:
-        raise ConversionError(
-            f"initial_sparsity ({options.initial_sparsity}) is above "
-            f"target_sparsity ({options.target_sparsity})"
-        )
-    for name in ("epochs", "batch_size", "frequency"):
-        if getattr(options, name) < 1:
-            raise ConversionError(f"{name} must be at least 1, got {getattr(options, name)}")
-    if options.learning_rate is not None and options.learning_rate <= 0:
-        raise ConversionError(f"learning_rate must be positive, got {options.learning_rate}")
-    check_m_by_n(options.m_by_n)
-    if options.xnnpack_policy and framework == "keras3":
-        raise ConversionError(
-            "xnnpack_policy (tfmot's PruneForLatencyOnXNNPack) needs a tf-keras model; this is a "
-            "Keras 3 model: prune it without xnnpack_policy"
-        )
-
-
-def _check_data(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    if x is None:
-        raise ConversionError(f"pruning needs {what} inputs: none were given")
-    if y is None:
-        raise ConversionError(
-            f"pruning fine-tunes on labelled data, but the {what} data has no labels: "
-            "give an .npz with both x and y"
-        )
-    x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
-    if len(x) != len(y):
-        raise ConversionError(f"{what} data has {len(x)} inputs but {len(y)} labels; they must match")
-    if len(x) == 0:
-        raise ConversionError(f"the {what} data holds no samples")
-    return x, y
 
 
 def _loss(model: Any, y: np.ndarray) -> Any:

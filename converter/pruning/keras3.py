@@ -36,13 +36,13 @@ from __future__ import annotations
 from edgefleet.converter import tfenv  # noqa: F401  (before Keras loads TensorFlow)
 
 # isort: split
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.pruning.plan import check_m_by_n
 from edgefleet.converter.tfutil import leaf_layers
 
 # layer class -> attribute holding the kernel that gets a mask
@@ -171,17 +171,6 @@ def m_by_n_mask(weights: np.ndarray, m_by_n: tuple[int, int]) -> np.ndarray:
     np.put_along_axis(mask, smallest, 0.0, axis=1)
     mask = mask.reshape(ranked.shape)[:, :channels].reshape(w.shape)
     return np.moveaxis(mask, -1, -2)
-
-
-def check_m_by_n(m_by_n: Sequence[int] | None) -> tuple[int, int] | None:
-    if m_by_n is None:
-        return None
-    values = tuple(m_by_n)
-    if len(values) != 2 or not all(isinstance(v, int) for v in values) or not 0 < values[0] < values[1]:
-        raise ConversionError(
-            f"m_by_n must be two integers (m, n) with 0 < m < n, such as (2, 4); got {m_by_n!r}"
-        )
-    return values  # type: ignore[return-value]
 
 
 class MagnitudePruning(keras.callbacks.Callback):

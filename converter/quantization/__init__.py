@@ -1,6 +1,6 @@
-"""Quantisation: the modes (:mod:`.modes`), the accuracy gate (:mod:`.gate`) and its
-figures (:mod:`.metrics`), TensorFlow's QuantizationDebugger with keep-float layers
-(:mod:`.debugger`).
+"""Quantisation: the modes (:mod:`.modes`) and their calibration samples (:mod:`.calibration`),
+the accuracy gate (:mod:`.gate`) and its figures per output (:mod:`.metrics`, :mod:`.tasks`),
+TensorFlow's QuantizationDebugger with keep-float layers (:mod:`.debugger`).
 
 Named ``quantization`` rather than ``quantize`` so that ``edgefleet.converter.quantize``
 stays the function: a sub-package of that name would replace it as an attribute of

@@ -1,12 +1,13 @@
 """How far a converted model's outputs are from the float model's, and how accurate both are.
 
-Plain NumPy on (samples, classes) score arrays, so the same figures serve every variant
-(int8, float16, pruned...) whichever runtime produced the outputs. Every value returned
-is a plain ``float``/``int`` (never NaN or infinity), ready for ``json.dumps``.
+Plain NumPy, so the same figures serve every variant (int8, float16, pruned...) whichever
+runtime produced the outputs. Every value returned is a plain ``float``/``int`` (never NaN
+or infinity), ready for ``json.dumps``.
 
-With labels the figures that matter are top-1 and top-k; without labels a variant can
-only be judged against the float model: how often it picks the same top class
-(``agreement``), and how close its scores are (``snr_db``, ``cosine``).
+Every output, whatever its shape, gets ``snr_db``, ``cosine`` and ``max_abs_error``
+against the float model (:func:`compare_outputs`). Outputs of class scores, (samples,
+classes), also get ``agreement`` (how often the variant picks the float model's top
+class) and, with labels, ``top1`` and ``topk`` (:func:`compare` for one such output).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
+from edgefleet.tensors import Arrays
 
 # SNR reported for identical outputs (and the floor for outputs with no signal at all).
 # Float32 round-off alone stays below about 150 dB, so the cap never hides a real error.
@@ -129,3 +131,82 @@ def _scores(x: np.ndarray, what: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ConversionError(f"{what} contain NaN or infinite values")
     return x.astype(np.float32, copy=False)
+
+
+# --- every output, by name -------------------------------------------------------------------
+
+
+def compare_outputs(
+    reference: Arrays, outputs: Arrays, class_outputs: list[str], labels: np.ndarray | None = None,
+    labelled: str | None = None, top_k: int = DEFAULT_TOP_K,
+) -> dict[str, Any]:
+    """Figures per output of a variant's OUTPUTS against the float model's REFERENCE (both by
+    the reference's output names), and a headline: ``agreement``, ``top1``, ``topk``, ``k`` of
+    the LABELLED (else the first) class-score output, the lowest ``snr_db`` and ``cosine``
+    over all outputs. LABELS (class indices) belong to the output named LABELLED."""
+    per: dict[str, dict[str, Any]] = {}
+    for name, ref in reference.items():
+        out = np.asarray(outputs[name])
+        if out.shape != ref.shape:
+            raise ConversionError(f"output {name!r}: shape {out.shape} cannot be compared with the float "
+                                  f"model's {ref.shape}")
+        if name in class_outputs:
+            figures = compare(ref, out, labels if name == labelled else None, top_k)
+            figures["max_abs_error"] = max_abs_error(ref, out)
+        else:
+            flat_ref, flat_out = _rows(ref), _rows(out)
+            figures = {"samples": len(ref), "snr_db": snr_db(flat_ref, flat_out),
+                       "cosine": _mean_cosine(flat_ref, flat_out), "max_abs_error": max_abs_error(ref, out)}
+        figures["class_scores"] = name in class_outputs
+        figures["constant"] = is_constant(out)
+        per[name] = figures
+    return {"samples": _count(reference), **_headline(per, class_outputs, labelled), "outputs": per}
+
+
+def reference_figures(reference: Arrays, class_outputs: list[str], labels: np.ndarray | None = None,
+                      labelled: str | None = None, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+    """The float model's own figures per output (top-1/top-k of the LABELLED output, and
+    whether each output is ``constant`` over the data), with the same headline keys."""
+    per: dict[str, dict[str, Any]] = {}
+    for name, ref in reference.items():
+        figures: dict[str, Any] = {"class_scores": name in class_outputs, "constant": is_constant(ref)}
+        if name == labelled and labels is not None:
+            figures.update(reference_metrics(ref, labels, top_k))
+        per[name] = figures
+    return {"samples": _count(reference), **_headline(per, class_outputs, labelled), "outputs": per}
+
+
+def max_abs_error(reference: np.ndarray, outputs: np.ndarray) -> float:
+    diff = np.abs(np.asarray(outputs, np.float64) - np.asarray(reference, np.float64))
+    return float(np.max(diff)) if diff.size else 0.0
+
+
+def is_constant(values: np.ndarray) -> bool:
+    """The same output for every sample (at least two): agreeing with it proves nothing."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return False
+    tolerance = 1e-6 * max(1.0, float(np.max(np.abs(v))) if v.size else 0.0)
+    return bool(np.all(np.abs(v - v[:1]) <= tolerance))
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x.reshape(len(x), -1) if x.ndim != 1 else x[:, None]
+
+
+def _count(arrays: Arrays) -> int:
+    return len(next(iter(arrays.values()))) if arrays else 0
+
+
+def _headline(per: dict[str, dict[str, Any]], class_outputs: list[str],
+              labelled: str | None) -> dict[str, Any]:
+    headline: dict[str, Any] = {}
+    primary = labelled if labelled in per else next((n for n in class_outputs if n in per), None)
+    if primary is not None:
+        headline.update({k: per[primary][k] for k in ("agreement", "top1", "topk", "k") if k in per[primary]})
+    snrs = [f["snr_db"] for f in per.values() if "snr_db" in f]
+    if snrs:
+        headline["snr_db"] = min(snrs)
+        headline["cosine"] = min(f["cosine"] for f in per.values() if "cosine" in f)
+    return headline

@@ -23,13 +23,18 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgefleet.converter.errors import ConversionError
+from edgefleet.converter.quantization.calibration import (
+    Calibration,
+    calibration_samples,
+    representative_dataset,
+)
 from edgefleet.converter.sources import (
     ModelSource,
     explain_converter_error,
@@ -37,7 +42,6 @@ from edgefleet.converter.sources import (
     run_converter,
 )
 from edgefleet.converter.tfenv import import_tensorflow
-from edgefleet.converter.tfutil import pick_samples
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 CALIBRATED_MODES = ("int8", "int16x8")
@@ -111,11 +115,12 @@ class QuantOptions:
 
 def quantize(
     source: ModelSource,
-    calib_x: np.ndarray | None,
+    calib_x: np.ndarray | Mapping[str, np.ndarray] | None,
     options: QuantOptions,
     progress: Progress | None = None,
 ) -> bytes:
-    """TFLite bytes of SOURCE in OPTIONS.mode; int8 and int16x8 calibrate on CALIB_X.
+    """TFLite bytes of SOURCE in OPTIONS.mode; int8 and int16x8 calibrate on CALIB_X: one
+    array (a one-input model) or arrays by input name (the float32 model's names).
 
     PROGRESS, if given, is called as progress("calibration", done, total).
     """
@@ -127,20 +132,12 @@ def quantize(
                 f"mode {options.mode} needs calibration data: a sample of real inputs "
                 "(.npz/.npy or an image folder), preprocessed like the inputs the model will see"
             )
-        calib = _calibration_samples(source, calib_x, options.calibration_samples)
+        calib = calibration_samples(source, calib_x, options.calibration_samples)
     if source.kind == "tflite":
+        if isinstance(calib, list):  # one input: _aeq_calibrate takes its array as it is
+            return _aeq_quantize(source, calib[0], options, progress)
         return _aeq_quantize(source, calib, options, progress)
     return _converter_quantize(source, calib, options, io_dtype, progress)
-
-
-def _calibration_samples(source: ModelSource, calib_x: np.ndarray, n: int) -> np.ndarray:
-    x = np.asarray(calib_x, dtype=np.float32)
-    if x.ndim < 1 or x.shape[1:] != source.input_shape or len(x) == 0:
-        raise ConversionError(
-            f"calibration samples have shape {x.shape[1:]} (data shape {x.shape}) but "
-            f"{source.name} expects {source.input_shape}; the first axis is the sample count"
-        )
-    return pick_samples(x, n)
 
 
 # --- Keras, tf-keras and SavedModel sources: the TFLite converter ---------------------------
@@ -148,7 +145,7 @@ def _calibration_samples(source: ModelSource, calib_x: np.ndarray, n: int) -> np
 
 def _converter_quantize(
     source: ModelSource,
-    calib: np.ndarray | None,
+    calib: Calibration | None,
     options: QuantOptions,
     io_dtype: str,
     progress: Progress | None,
@@ -171,7 +168,9 @@ def _converter_quantize(
             )
         converter._experimental_disable_per_channel = True
     if calib is not None:
-        converter.representative_dataset = _representative_dataset(calib, progress)
+        if isinstance(calib, dict) and source.reference_model().signature is None:
+            calib = [calib[s.name] for s in source.reference_model().inputs]  # no names to key by
+        converter.representative_dataset = representative_dataset(calib, progress)
         if options.mode == "int16x8":
             ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
             io_type = tf.int16
@@ -192,23 +191,10 @@ def _converter_quantize(
         return run_converter(source, converter, options.mode)
 
 
-def _representative_dataset(
-    calib: np.ndarray, progress: Progress | None
-) -> Callable[[], Iterator[list[np.ndarray]]]:
-    def samples() -> Iterator[list[np.ndarray]]:
-        # one sample per step, batch dimension kept: the shape the model was exported with
-        for i, sample in enumerate(calib):
-            yield [sample[None, ...]]
-            if progress is not None:
-                progress("calibration", i + 1, len(calib))
-
-    return samples
-
-
 def _int8_with_float_nodes(
     source: ModelSource,
     converter: Any,
-    calib: np.ndarray,
+    calib: Calibration,
     options: QuantOptions,
     io_dtype: str,
     progress: Progress | None,
@@ -227,7 +213,7 @@ def _int8_with_float_nodes(
     debug_options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=list(options.denylisted_nodes), fully_quantize=io_dtype == "int8"
     )
-    dataset = _representative_dataset(calib, progress)
+    dataset = representative_dataset(calib, progress)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         # the debugger still loads models with tf.lite.Interpreter, which warns it is deprecated
@@ -266,7 +252,8 @@ def _int8_with_float_nodes(
 
 
 def _aeq_quantize(
-    source: ModelSource, calib: np.ndarray | None, options: QuantOptions, progress: Progress | None
+    source: ModelSource, calib: Calibration | np.ndarray | None, options: QuantOptions,
+    progress: Progress | None,
 ) -> bytes:
     float_model = source.float_tflite()
     if options.mode == "float32":
@@ -312,7 +299,10 @@ def _aeq_quantize(
             if qt.need_calibration:
                 assert calib is not None
                 result = _aeq_calibrate(qt, float_model, calib, progress)
-            quantized = qt.quantize(result, enable_progress_report=False).quantized_model
+            # its model modifier draws a tqdm bar on stderr whatever enable_progress_bar says
+            with contextlib.redirect_stderr(io.StringIO()):
+                quantized = qt.quantize(result, enable_progress_bar=False,
+                                        enable_progress_report=False).quantized_model
         except ConversionError:
             raise
         except Exception as exc:  # AEQ raises ValueError, RuntimeError, KeyError...
@@ -332,8 +322,13 @@ def _aeq_cannot(what: str) -> str:
     )
 
 
-def _aeq_calibrate(qt: Any, float_model: bytes, calib: np.ndarray, progress: Progress | None) -> Any:
-    """Calibrate in a few chunks (results carried over) so that progress can be reported."""
+def _aeq_calibrate(qt: Any, float_model: bytes, calib: Any, progress: Progress | None) -> Any:
+    """Calibrate in a few chunks (results carried over) so that progress can be reported.
+
+    CALIB is one array (a one-input model) or arrays by input name; the names are the
+    signature's, which for a .tflite source are its tensor names (tflite_edit adds the
+    signature where the file has none).
+    """
     from edgefleet.runtime import find_runtime
 
     interpreter = find_runtime("auto").interpreter(model_content=float_model)
@@ -341,18 +336,28 @@ def _aeq_calibrate(qt: Any, float_model: bytes, calib: np.ndarray, progress: Pro
     if not signatures:
         raise ConversionError(
             "ai-edge-quantizer calibrates through a model signature and this .tflite has none; "
-            "convert it again from the original with a signature (the TFLite converter adds "
-            "'serving_default' by default)"
+            "load it with converter.sources.load_model_source, which adds one"
         )
     key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
-    (input_name,) = signatures[key]["inputs"]
-    step = max(1, -(-len(calib) // AEQ_CALIBRATION_STEPS))
+    names = list(signatures[key]["inputs"])
+    if isinstance(calib, dict):
+        if sorted(calib) != sorted(names):
+            raise ConversionError(f"calibration data has inputs {sorted(calib)}, the model {sorted(names)}")
+        arrays = {name: np.asarray(calib[name], dtype=np.float32) for name in names}
+    elif len(names) == 1:
+        arrays = {names[0]: np.asarray(calib, dtype=np.float32)}
+    else:
+        raise ConversionError(f"the model has {len(names)} inputs ({', '.join(names)}): give calibration "
+                              "data for each, by name")
+    count = len(next(iter(arrays.values())))
+    step = max(1, -(-count // AEQ_CALIBRATION_STEPS))
     result = None
-    for start in range(0, len(calib), step):
-        chunk = [{input_name: sample[None, ...]} for sample in calib[start : start + step]]
+    for start in range(0, count, step):
+        chunk = [{name: a[i][None, ...] for name, a in arrays.items()}
+                 for i in range(start, min(start + step, count))]
         # AEQ draws a tqdm bar on stderr for larger models; progress goes through PROGRESS
         with contextlib.redirect_stderr(io.StringIO()):
             result = qt.calibrate({key: chunk}, previous_calibration_result=result)
         if progress is not None:
-            progress("calibration", min(start + step, len(calib)), len(calib))
+            progress("calibration", min(start + step, count), count)
     return result

@@ -9,8 +9,9 @@ https://coral.ai/docs/edgetpu/models-intro/ , sections "Model requirements" and
 "Supported operations". The op names, the limitation texts and the general requirements
 below follow that page; they were cross-checked against Axis's copy of the same table for
 its Edge-TPU-based ARTPEC-7 chip (developer.axis.com/computer-vision/on-device/system-on-chip/
-artpec-7/supported-ops/ and .../optimization-tips/). The "runtime version" column (the Edge
-TPU runtime a model needs for that op: "All", 13 or 14) is transcribed from Coral's page.
+artpec-7/supported-ops/ and .../optimization-tips/). The minimum Edge TPU runtime per op
+(Coral's "runtime version" column) is NOT checked against Coral's table: see the comment at
+EDGETPU_OPS.
 
 How the compiler splits a graph (the same pages): "The Edge-TPU compiler cannot partition
 the model more than once, so if the model has an operator that can't be run on the [Edge
@@ -44,6 +45,16 @@ class OpSupport:
 
 
 # TFLite builtin name -> Coral's "Supported operations" table row (see the module docstring).
+# min_runtime: looked for on 2026-12-02 and NOT found. Coral's table ("TensorFlow models on the
+# Edge TPU", https://coral.ai/docs/edgetpu/models-intro/#supported-operations) has a "Runtime
+# version" column, but the copies of that page reachable from this project's machines hold its
+# opening sections only, and no other copy of the table with that column turned up (Axis's
+# ARTPEC-7 copy, which the names and limitations below agree with, has no such column). So the
+# numbers stay as first written, from memory, and unverified; the one with outside support is
+# TRANSPOSE = 14: a Coral maintainer wrote that Transpose came with Edge TPU compiler 16
+# (google-coral/edgetpu#193, 2021-08-03), whose models need runtime 14 (Coral's "Compiler and
+# runtime versions" table, as quoted in jsk-ros-pkg/coral_usb_ros#78). With the default runtime
+# 14 no entry below limits a prediction; they matter only for an older runtime_version.
 EDGETPU_OPS: dict[str, OpSupport] = {
     "ADD": OpSupport("Add", 0),
     "AVERAGE_POOL_2D": OpSupport("AveragePool2d", 0, "No fused activation function."),

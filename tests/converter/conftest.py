@@ -35,15 +35,16 @@ def converted(
     return {"result": result, "messages": messages}
 
 
-def _selftest_passes(outputs: np.ndarray, golden: Any, selftest: dict[str, Any]) -> bool:
-    reference = golden["reference_outputs"]
-    agreement = np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1))
-    mean_abs_error = np.mean(np.abs(outputs - reference))
-    return bool(agreement >= selftest["min_top1_agreement"]
-                and mean_abs_error <= selftest["max_mean_abs_error"])
+def _selftest_passes(outputs: dict[str, np.ndarray], golden_set: Any) -> bool:
+    """Every output within its tolerance, and the class-score outputs' top class agreeing on
+    at least min_top1_agreement of the samples (edgefleet.protocol.golden.compare)."""
+    from edgefleet.protocol import golden
+
+    return all(r.passed for r in golden.compare(golden_set, outputs))
 
 
 @pytest.fixture(scope="session")
-def selftest_passes() -> Callable[[np.ndarray, Any, dict[str, Any]], bool]:
-    """The device's self-test rule as the manifest states it: fn(outputs, golden, selftest)."""
+def selftest_passes() -> Callable[[dict[str, np.ndarray], Any], bool]:
+    """The device's self-test rule as the manifest states it: fn(outputs by name, golden set
+    decoded with the manifest's selftest section)."""
     return _selftest_passes

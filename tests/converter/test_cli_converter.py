@@ -26,7 +26,10 @@ def test_convert_variants_with_pruning_json(digits_files: dict[str, Path], keys:
         "convert", str(digits_files["model"]), "--calib", str(digits_files["calib"]),
         "--eval", str(digits_files["eval"]), "--train", str(digits_files["train"]), "--out", str(out),
         "--key", str(keys.private), "--variants", "int8,pruned-int8", "--sparsity", "0.5",
-        "--prune-epochs", "1", "--pick", "pruned-int8", "--no-latency", "--json"])
+        "--prune-epochs", "1", "--pick", "pruned-int8", "--no-latency", "--json",
+        # one epoch of fine-tuning loses 0.3 to 1.1 pp from run to run: this test is about the
+        # pruning figures and --pick, the default 1 pp gate has tests of its own
+        "--max-accuracy-drop", "none"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["chosen"] == "pruned-int8" and report["recommendation"].endswith("--pick")

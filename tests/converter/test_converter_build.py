@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -20,14 +19,15 @@ from tests.support import Keys
 if importlib.util.find_spec("tensorflow") is None:  # find, not import: collection stays light
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
 
-SelftestRule = Callable[[np.ndarray, dict[str, np.ndarray], dict[str, Any]], bool]
+SelftestRule = Callable[[dict[str, np.ndarray], Any], bool]
 MANIFEST_KEYS = {"name", "version", "created_at", "target", "runtime", "model", "selftest",
                  "metrics", "converter", "format", "files"}
 
 
-def _golden(bundle: Any) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(bundle.files["golden.npz"]), allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+def _golden(bundle: Any) -> Any:
+    from edgefleet.protocol import golden
+
+    return golden.decode(bundle.files["golden.npz"], bundle.manifest["selftest"])
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +65,23 @@ def test_manifest_has_the_agreed_shape(bundle: Any) -> None:
     assert model["file"] == "model.tflite" and model["quantization"] == "int8"
     assert model["size_bytes"] == len(bundle.model_bytes)
     for spec in model["inputs"] + model["outputs"]:
-        assert set(spec) == {"name", "shape", "dtype", "scale", "zero_point"}
+        assert set(spec) == {"name", "tensor", "shape", "dtype", "scale", "zero_point"}
         assert spec["dtype"] == "int8" and spec["scale"] > 0
     assert model["inputs"][0]["shape"] == [1, 8, 8, 1]
+    assert model["inputs"][0]["name"] == "image"  # the Keras input's name, as the signature has it
     assert model["outputs"][0]["shape"] == [1, 10]
+    output = model["outputs"][0]["name"]
     st = m["selftest"]
-    assert set(st) == {"file", "samples", "min_top1_agreement", "max_mean_abs_error"}
-    assert st["file"] == "golden.npz" and st["samples"] == 16 and st["min_top1_agreement"] == 1.0
-    assert st["max_mean_abs_error"] == pytest.approx(2 * model["outputs"][0]["scale"])
+    assert set(st) == {"file", "format", "samples", "budget_bytes", "inputs", "outputs"}
+    assert st["file"] == "golden.npz" and st["format"] == "edgefleet.golden/2" and st["samples"] == 16
+    assert set(st["inputs"]) == {"image"} and set(st["outputs"]) == {output}
+    check = st["outputs"][output]
+    assert check["class_scores"] and check["min_top1_agreement"] == 1.0
+    assert check["max_mean_abs_error"] == pytest.approx(2 * model["outputs"][0]["scale"])
     metrics = m["metrics"]
     assert set(metrics) == {"float_top1", "quantized_top1", "agreement_with_float",
-                            "eval_samples", "float_size_bytes", "model_size_bytes"}
+                            "eval_samples", "float_size_bytes", "model_size_bytes", "outputs"}
+    assert set(metrics["outputs"]) == {output} and metrics["outputs"][output]["snr_db"] > 20
     assert metrics["eval_samples"] == 360
     assert metrics["model_size_bytes"] == model["size_bytes"]
     assert metrics["float_size_bytes"] > 3 * metrics["model_size_bytes"]
@@ -95,12 +101,14 @@ def test_golden_set_passes_the_selftest_on_this_runtime(
     bundle: Any, selftest_passes: SelftestRule
 ) -> None:
     golden = _golden(bundle)
-    assert set(golden) == {"inputs", "reference_outputs", "float_outputs"}
-    assert all(a.dtype == np.float32 for a in golden.values())
-    assert golden["inputs"].shape == (16, 8, 8, 1)
-    assert golden["reference_outputs"].shape == golden["float_outputs"].shape == (16, 10)
-    outputs, _ = TFLiteModel(bundle.model_bytes).predict(golden["inputs"])
-    assert selftest_passes(outputs, golden, bundle.manifest["selftest"])
+    model = TFLiteModel(bundle.model_bytes)
+    (inp,), (out,) = model.inputs, model.outputs
+    assert set(golden.inputs) == {inp.name} and set(golden.references) == {out.name}
+    # int8 input: the golden set keeps the quantised tensor as it is
+    assert golden.inputs[inp.name].dtype == np.int8 and golden.inputs[inp.name].shape == (16, 8, 8, 1)
+    assert golden.references[out.name].shape == (16, 10)
+    outputs, _ = model.run(golden.inputs)
+    assert selftest_passes(outputs, golden)
 
 
 @pytest.mark.slow
@@ -114,21 +122,22 @@ def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
     from edgefleet.converter.quantization import QuantOptions, quantize
     from edgefleet.converter.sources import source_from_keras
 
-    golden, selftest = _golden(bundle), bundle.manifest["selftest"]
+    golden = _golden(bundle)
+    right = TFLiteModel(bundle.model_bytes)
+    (in_spec,), (out_spec,) = right.inputs, right.outputs
     # The reference kernels are a different (correct) implementation of every op.
     interpreter = Interpreter(model_content=bundle.model_bytes,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interpreter.allocate_tensors()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    (in_scale, in_zero), (out_scale, out_zero) = inp["quantization"], out["quantization"]
+    (out_scale, out_zero) = out["quantization"]
     outputs = []
-    for sample in golden["inputs"]:
-        q = np.clip(np.round(sample / in_scale + in_zero), -128, 127).astype(np.int8)
+    for q in golden.inputs[in_spec.name]:  # the quantised tensor, as stored
         interpreter.set_tensor(inp["index"], q[None])
         interpreter.invoke()
         outputs.append((interpreter.get_tensor(out["index"])[0].astype(np.float32) - out_zero)
                        * out_scale)
-    assert selftest_passes(np.stack(outputs), golden, selftest)
+    assert selftest_passes({out_spec.name: np.stack(outputs)}, golden)
 
     # A model with damaged first-layer weights must not pass.
     model = keras.models.load_model(digits_files["model"], compile=False)
@@ -137,10 +146,10 @@ def test_selftest_accepts_other_kernels_and_rejects_a_wrong_model(
     model.set_weights(weights)
     damaged = TFLiteModel(quantize(source_from_keras(model), load_npz(digits_files["calib"])[0],
                                    QuantOptions("int8")))
-    assert not selftest_passes(damaged.predict(golden["inputs"])[0], golden, selftest)
-    # Nor does the right model fed wrongly scaled inputs.
-    right = TFLiteModel(bundle.model_bytes)
-    assert not selftest_passes(right.predict(golden["inputs"] * 255)[0], golden, selftest)
+    assert not selftest_passes(damaged.run(golden.inputs)[0], golden)
+    # Nor does the right model fed wrongly scaled inputs (the real values, 255 times too large).
+    real = in_spec.dequantize(golden.inputs[in_spec.name])
+    assert not selftest_passes(right.run(real * 255)[0], golden)
 
 
 @pytest.mark.slow
@@ -278,6 +287,10 @@ def test_accuracy_gate_fails_the_conversion_with_the_figures(
     assert "int8: top-1 " in result.output and "vs float 99.4%" in result.output
     assert "above the 0.5 pp allowed (--max-accuracy-drop)" in result.output
     assert not out.exists()
+    # the report of the failed conversion is written all the same, and says why
+    report = json.loads((tmp_path / "b.report.json").read_text())
+    assert report["chosen"] is None and not report["variants"][0]["gate"]["passed"]
+    assert "above the 0.5 pp allowed" in (tmp_path / "b.report.md").read_text()
 
 
 @pytest.mark.slow

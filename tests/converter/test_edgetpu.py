@@ -220,16 +220,28 @@ def test_parse_fully_mapped_log_without_cpu_lines():
     assert result.ok and (result.ops_on_edgetpu, result.ops_on_cpu, result.total_ops) == (4, 0, 4)
 
 
-@pytest.mark.slow
-def test_xnnpack_sparse_conditions():
-    pytest.importorskip("tensorflow")
+def _sparse_candidate(first: str, stride2_depthwise: str = "") -> bytes:
+    """A float model XNNPACK's sparse inference is meant for (see xnnpack_sparse's docstring):
+    FIRST: "zero-pad" (ZeroPadding2D(1) + a valid 3x3 stride-2 conv, as XNNPACK wants it),
+    "same" (padding="same", which XNNPACK keeps as a flag at stride 2) or "pad-0-1" (the
+    asymmetric ZeroPadding2D Keras' applications put before stride-2 convolutions)."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((32, 32, 3), batch_size=1)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu6")(inp)
+    if first == "same":
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu6")(inp)
+    else:
+        pad = 1 if first == "zero-pad" else ((0, 1), (0, 1))
+        x = keras.layers.ZeroPadding2D(pad)(inp)
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="valid", activation="relu6")(x)
     x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+    if stride2_depthwise == "same":
+        x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu6")(x)
+    elif stride2_depthwise == "zero-pad":
+        x = keras.layers.ZeroPadding2D(1)(x)
+        x = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid", activation="relu6")(x)
     x = keras.layers.Conv2D(32, 1, activation="relu6", name="pw")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, keras.layers.Dense(4)(x))
@@ -239,7 +251,15 @@ def test_xnnpack_sparse_conditions():
     model.get_layer("pw").set_weights([kernel, bias])
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    report = check_xnnpack_sparse(conv.convert())
+    return conv.convert()
+
+
+@pytest.mark.slow
+def test_xnnpack_sparse_conditions():
+    pytest.importorskip("tensorflow")
+    model = _sparse_candidate("zero-pad")
+    assert check_edgetpu(model).verdicts[0].name == "PAD"  # the PAD is in the .tflite
+    report = check_xnnpack_sparse(model)
     c = report["conditions"]
     assert c["float_model"]["ok"] and c["starts_with_3x3_s2_conv_3ch"]["ok"], c
     assert c["ends_with_spatial_mean_or_depth_to_space"]["ok"] and c["ops_in_between_supported"]["ok"], c
@@ -253,3 +273,27 @@ def test_xnnpack_sparse_refuses_an_int8_model(mobilenet_int8):
     assert not report["applies"] and not report["conditions"]["float_model"]["ok"]
     assert report["summary"].startswith("does not apply: float_model")
     assert not report["conditions"]["sparse_weights_stored"]["ok"]
+
+
+@pytest.mark.slow
+def test_xnnpack_sparse_fuses_a_zero_pad_into_the_first_conv_as_xnnpack_does():
+    pytest.importorskip("tensorflow")
+    first = check_xnnpack_sparse(_sparse_candidate("zero-pad"))["conditions"]["starts_with_3x3_s2_conv_3ch"]
+    assert first["ok"] and "padding top 1, bottom 1, left 1, right 1" in first["detail"], first
+    assert "(a PAD, op 0, fused into it)" in first["detail"], first
+    # stride-2 depthwise: padded by a PAD it is kept, with SAME (a flag at stride 2) it is not
+    padded = check_xnnpack_sparse(_sparse_candidate("zero-pad", stride2_depthwise="zero-pad"))
+    assert padded["applies"], padded["conditions"]
+    same = check_xnnpack_sparse(_sparse_candidate("zero-pad", stride2_depthwise="same"))
+    assert not same["conditions"]["ops_in_between_supported"]["ok"]
+    assert "keeps as a flag" in same["conditions"]["ops_in_between_supported"]["detail"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", ["same", "pad-0-1"])  # the converter folds pad-0-1 into SAME
+def test_xnnpack_sparse_refuses_a_first_conv_without_padding_1_on_each_side(first):
+    pytest.importorskip("tensorflow")
+    report = check_xnnpack_sparse(_sparse_candidate(first))
+    start = report["conditions"]["starts_with_3x3_s2_conv_3ch"]
+    assert not report["applies"] and not start["ok"], start
+    assert "SAME padding with stride > 1, which XNNPACK keeps as a flag" in start["detail"], start

@@ -140,14 +140,14 @@ def mlp() -> dict[str, Any]:
 
 def _gate_for(model: Any, splits: dict[str, Any], max_drop_pp: float) -> Callable[[bytes], GateResult]:
     """evaluate(model bytes) -> GateResult against MODEL's float figures on the eval split."""
-    from edgefleet.converter.evaluate import keras_outputs, tflite_outputs
+    from edgefleet.converter.evaluate import class_scores, keras_outputs, tflite_outputs
 
     x_eval, y_eval = splits["eval"]
     reference = keras_outputs(model, x_eval)
     float_metrics = reference_metrics(reference, y_eval)
 
     def evaluate(model_bytes: bytes) -> GateResult:
-        variant = compare(reference, tflite_outputs(model_bytes, x_eval), y_eval)
+        variant = compare(reference, class_scores(tflite_outputs(model_bytes, x_eval)), y_eval)
         return check_accuracy_drop(float_metrics, variant, max_drop_pp, "int8")
 
     return evaluate

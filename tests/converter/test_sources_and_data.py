@@ -169,14 +169,15 @@ def test_op_without_tflite_kernel_is_named_with_its_layer() -> None:
 
 
 @pytest.mark.slow
-def test_several_inputs_and_dynamic_shapes_are_refused() -> None:
+def test_several_inputs_are_taken_and_dynamic_shapes_refused() -> None:
     import keras
 
     from edgefleet.converter.sources import source_from_keras
 
-    a, b = keras.Input((4,)), keras.Input((4,))
-    with pytest.raises(ConversionError, match="has 2 inputs; only single-input models"):
-        source_from_keras(keras.Model([a, b], keras.layers.Add()([a, b])))
+    a, b = keras.Input((4,), name="a"), keras.Input((2, 3), name="b")
+    both = source_from_keras(keras.Model([a, b], keras.layers.Concatenate()([a, keras.layers.Flatten()(b)])))
+    assert both.input_shapes == ((4,), (2, 3)) and both.input_shape == (4,)
+    assert sorted(s.name for s in both.reference_model().inputs) == ["a", "b"]  # the Keras inputs' names
     with pytest.raises(ConversionError, match=r"dynamic input dimensions \(batch, \?, \?, 3\).*static shape"):
         inp = keras.Input((None, None, 3))
         source_from_keras(keras.Model(inp, keras.layers.GlobalAveragePooling2D()(inp)))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import traceback
+import zipfile
 
 import click
 import pytest
@@ -106,3 +109,95 @@ def test_monitor_json_without_once_is_a_usage_error_even_without_the_fleet_extra
     result = CliRunner().invoke(main, ["monitor", "--json"])
     assert result.exit_code == 2 and "--json goes with --once" in result.output
     assert "extra" not in result.output
+
+
+def _walk(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    found = [(path, command)]
+    if isinstance(command, click.Group):
+        for name, sub in sorted(command.commands.items()):
+            found += _walk(sub, (*path, name))
+    return found
+
+
+def test_every_command_shows_an_example_and_every_option_says_what_it_does():
+    missing_example, missing_help = [], []
+    for path, command in _walk(main):
+        text = CliRunner().invoke(main, [*path, "--help"]).output
+        # an "Example:" (or "Examples:") line of its own, then the command itself, before the options
+        section = re.search(r"^\s*Examples?:\s*$(.*?)^Options:", text, re.MULTILINE | re.DOTALL)
+        if section is None or " ".join(("edgefleet", *path, "")) not in section.group(1):
+            missing_example.append(" ".join(path))
+        for param in command.params:
+            if isinstance(param, click.Option) and not (param.help or "").strip():
+                missing_help.append(f"{' '.join(path)} {param.opts[0]}")
+    assert not missing_example, f"no example (an 'Examples:' section with the command) in: {missing_example}"
+    assert not missing_help, f"options without help text: {missing_help}"
+
+
+def _flipped(data: bytes, offset: int) -> bytes:
+    damaged = bytearray(data)
+    damaged[offset] ^= 0xFF
+    return bytes(damaged)
+
+
+def test_inspect_of_a_damaged_bundle_never_shows_a_traceback(tmp_path, keys, tiny):
+    data = tiny.bundle.read_bytes()
+    with zipfile.ZipFile(tiny.bundle) as zf:  # every byte of the zip's own headers, a stride elsewhere
+        headers = {i.header_offset + k for i in zf.infolist() for k in range(30 + len(i.filename))}
+        central = set(range(zf.start_dir, len(data)))  # the central directory and its end record
+    offsets = sorted({*range(0, len(data), 97), *headers, *central})
+    path = tmp_path / "damaged.efb"
+    refused = 0
+    for offset in offsets:
+        path.write_bytes(_flipped(data, offset))
+        for trust in ([], ["--trust", str(keys.trust_dir)]):
+            result = CliRunner().invoke(main, ["inspect", str(path), *trust])
+            where = f"byte {offset} flipped, inspect {' '.join(trust)}"
+            assert result.exception is None or isinstance(result.exception, SystemExit), (
+                where, "".join(traceback.format_exception(result.exception)))
+            assert "Traceback" not in result.output, (where, result.output)
+            if result.exit_code == 0:
+                assert not trust or "signature and hashes: OK" in result.output, (where, result.output)
+            else:
+                assert result.exit_code == 1, (where, result.output)
+                assert ("REFUSED" in result.output or "DAMAGED" in result.output
+                        or "Error: " in result.output), (where, result.output)
+                refused += bool(trust)
+    assert refused > len(offsets) // 2  # most flips are caught: the check is not vacuous
+
+
+def test_inspect_without_trust_says_a_damaged_bundle_is_damaged(tmp_path, tiny):
+    data = tiny.bundle.read_bytes()
+    with zipfile.ZipFile(tiny.bundle) as zf:
+        model = zf.getinfo("model.tflite")
+    # a byte in the middle of model.tflite's compressed data: the manifest still reads
+    path = tmp_path / "damaged.efb"
+    middle = model.header_offset + 30 + len(model.filename) + model.compress_size // 2
+    path.write_bytes(_flipped(data, middle))
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "container and hashes: DAMAGED: model.tflite" in result.output, result.output
+    as_json = json.loads(CliRunner().invoke(main, ["inspect", str(path), "--json"]).output)
+    assert as_json["contents"]["ok"] is False and "model.tflite" in as_json["contents"]["reason"]
+
+
+def test_publish_of_a_model_says_to_convert_it_first(keys, tiny):
+    result = CliRunner().invoke(main, ["publish", str(tiny.tflite), "--device", "d", "--key",
+                                       str(keys.private), "--broker", "127.0.0.1:1"])
+    assert result.exit_code == 1, result.output
+    assert "is a TFLite model, not a bundle: run edgefleet convert first" in result.output, result.output
+    assert "manifest.json" not in result.output
+
+
+def test_keys_generate_into_a_folder_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "plain").write_text("a file where a folder is expected")
+    result = CliRunner().invoke(main, ["keys", "generate", "--dir", str(tmp_path / "plain" / "keys")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "cannot create the key folder" in result.output and "plain" in result.output, result.output
+    assert "is not a folder" in result.output, result.output
+
+
+def test_keys_list_of_a_missing_folder_fails(tmp_path):
+    result = CliRunner().invoke(main, ["keys", "list", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1, result.output
+    assert "does not exist" in result.output and "no public keys" not in result.output

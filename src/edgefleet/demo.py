@@ -39,6 +39,11 @@ def done(start: float, text: str = "") -> None:
     console.print(f"      [green]done[/] in {time.monotonic() - start:.1f} s {text}".rstrip())
 
 
+def _top1(answer: dict[str, Any]) -> int:
+    (scores,) = answer["top1"].values()
+    return int(scores[0])
+
+
 def _http_infer(port: int, x: np.ndarray) -> dict[str, Any]:
     from io import BytesIO
 
@@ -143,17 +148,18 @@ def run_demo(workdir: Path | None, n_requests: int) -> int:
         rt = reported["active"]["runtime"]
         done(t)
         console.print(f"      self-test {100 * st['top1_agreement']:.0f}% agreement on "
-                      f"{st['samples']} samples; {rt['name']} {rt['version']} on "
-                      f"{reported['active']['delegate']['active']}")
+                      f"{st['samples']} samples, every output within tolerance; {rt['name']} "
+                      f"{rt['version']} on {reported['active']['delegate']['active']}")
 
         t = step(7, f"Sending {n_requests} inference requests (half over HTTP, half over MQTT)")
         data = np.load(paths["eval"])
         x, y = data["x"], data["y"]
         idx = np.arange(n_requests) % len(x)
         half = n_requests // 2
-        http_top1 = [_http_infer(http_port, x[i])["top1"][0] for i in idx[:half]]
+        # the CNN has one output, of class scores: its top-1 is the answer
+        http_top1 = [_top1(_http_infer(http_port, x[i])) for i in idx[:half]]
         mqtt_infer = MqttInferClient(client, topics, DEVICE)
-        mqtt_top1 = [mqtt_infer.infer(x[i])["top1"][0] for i in idx[half:]]
+        mqtt_top1 = [_top1(mqtt_infer.infer(x[i])) for i in idx[half:]]
         answers = np.array(http_top1 + mqtt_top1)
         done(t, f"(top-1 {100 * np.mean(answers == y[idx]):.1f}% against the labels)")
 

@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgefleet.protocol.bundle import BundleError, open_bundle, read_manifest_unverified
+from edgefleet.file_kinds import MODEL_KINDS, describe, identify, model_not_bundle
+from edgefleet.protocol.bundle import BundleError, check_contents, open_bundle, read_manifest_unverified
 from edgefleet.protocol.signing import SignatureError, TrustStore
 
 
@@ -32,8 +33,11 @@ def analyse_model(data: bytes) -> dict[str, Any]:
         "subgraphs": graph.subgraphs,
         "op_counts": graph.op_counts(),
         "ops_total": len(graph.ops),
-        "inputs": [t.as_dict() for t in graph.model_inputs],
-        "outputs": [t.as_dict() for t in graph.model_outputs],
+        # "name": what requests and answers call it (the signature's name, else the tensor's)
+        "inputs": [{**t.as_dict(), "tensor": t.name, "name": graph.io_names.get(t.index, t.name)}
+                   for t in graph.model_inputs],
+        "outputs": [{**t.as_dict(), "tensor": t.name, "name": graph.io_names.get(t.index, t.name)}
+                    for t in graph.model_outputs],
         "tensors": len(tensors),
         "tensor_types": dict(Counter(t.dtype for t in tensors)),
         "weight_types": dict(Counter(t.dtype for t in tensors if t.is_constant)),
@@ -51,7 +55,8 @@ def _tensor_line(t: dict[str, Any]) -> str:
     if t["scales"]:
         per = "per-channel, " if len(t["scales"]) > 1 else ""
         q = f" ({per}scale {t['scales'][0]:.6g}, zero point {t['zero_points'][0]})"
-    return f"    {t['name']}: {t['dtype']}{t['shape_signature'] or t['shape']}{q}"
+    tensor = f" (tensor {t['tensor']})" if t.get("tensor", t["name"]) != t["name"] else ""
+    return f"    {t['name']}{tensor}: {t['dtype']}{t['shape_signature'] or t['shape']}{q}"
 
 
 def model_text(a: dict[str, Any]) -> list[str]:
@@ -71,14 +76,21 @@ def model_text(a: dict[str, Any]) -> list[str]:
 
 
 def inspect_path(path: Path, trust_dir: Path | None = None) -> dict[str, Any]:
+    kind = identify(path)
+    if kind in MODEL_KINDS and kind != "tflite":  # a .tflite is inspected as it is
+        raise ValueError(model_not_bundle(path))
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, neither a bundle nor a .tflite model")
     data = path.read_bytes()
-    if zipfile.is_zipfile(path):
-        return _inspect_bundle(path, data, trust_dir)
+    # the model first: published .tflite files often end with a zip of metadata files, which
+    # makes zipfile take them for archives
     if data[4:8] == b"TFL3":  # the flatbuffer file identifier of TFLite models
         analysis = analyse_model(data)
         return {"kind": "tflite", **analysis,
                 "text": "\n".join([f"tflite model {path.name}", *model_text(analysis)])}
-    raise ValueError(f"{path} is neither a bundle (zip) nor a .tflite model")
+    if zipfile.is_zipfile(path):
+        return _inspect_bundle(path, data, trust_dir)
+    raise ValueError(f"{path} is neither a bundle (zip) nor a .tflite model: it is {describe(path)}")
 
 
 def _inspect_bundle(path: Path, data: bytes, trust_dir: Path | None) -> dict[str, Any]:
@@ -86,6 +98,11 @@ def _inspect_bundle(path: Path, data: bytes, trust_dir: Path | None) -> dict[str
         manifest = read_manifest_unverified(data)
     except BundleError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    except Exception as exc:  # a damaged zip fails deep in zipfile or zlib (zlib.error, EOFError...)
+        raise ValueError(f"{path}: not a readable bundle, the container is damaged "
+                         f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: not a readable bundle, manifest.json is not a JSON object")
     verified: dict[str, Any] = {"checked": False}
     if trust_dir is not None:
         try:
@@ -93,14 +110,19 @@ def _inspect_bundle(path: Path, data: bytes, trust_dir: Path | None) -> dict[str
             verified = {"checked": True, "ok": True, "signed_by": bundle.signed_by}
         except (BundleError, SignatureError) as exc:
             verified = {"checked": True, "ok": False, "reason": str(exc)}
-    model = manifest.get("model", {})
-    metrics = manifest.get("metrics", {})
+    try:  # without --trust the signature is not checked, but damage still shows
+        check_contents(data)
+        contents: dict[str, Any] = {"ok": True}
+    except BundleError as exc:
+        contents = {"ok": False, "reason": str(exc)}
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
     analysis = None
     try:
         with zipfile.ZipFile(path) as zf:
             analysis = analyse_model(zf.read(model.get("file", "model.tflite")))
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError):
-        pass  # a damaged bundle: the verification line says why
+    except Exception:  # a damaged bundle (zlib.error, CRC errors...): the check lines say why
+        pass
     lines = [
         f"bundle {manifest.get('name')} version {manifest.get('version')} "
         f"({len(data):,} bytes, format {manifest.get('format')})",
@@ -108,8 +130,8 @@ def _inspect_bundle(path: Path, data: bytes, trust_dir: Path | None) -> dict[str
         f"delegate {manifest.get('runtime', {}).get('delegate')}, "
         f"variant {model.get('variant', model.get('quantization'))}",
         "  files:",
-        *[f"    {n}: {m.get('size'):,} bytes sha256 {str(m.get('sha256'))[:16]}..."
-          for n, m in sorted(manifest.get("files", {}).items())],
+        *[f"    {n}: {_size(m)} bytes sha256 {str(m.get('sha256'))[:16]}..."
+          for n, m in sorted(_files(manifest).items())],
     ]
     if metrics.get("float_top1") is not None and metrics.get("quantized_top1") is not None:
         lines.append(f"  top-1 float {100 * metrics['float_top1']:.2f}%, this model "
@@ -119,5 +141,17 @@ def _inspect_bundle(path: Path, data: bytes, trust_dir: Path | None) -> dict[str
     if verified["checked"]:
         lines.append("  signature and hashes: " + (
             f"OK (key {verified['signed_by']})" if verified["ok"] else f"REFUSED: {verified['reason']}"))
+    elif not contents["ok"]:
+        lines.append(f"  container and hashes: DAMAGED: {contents['reason']}")
     return {"kind": "bundle", "size_bytes": len(data), "manifest": manifest, "model": analysis,
-            "verification": verified, "text": "\n".join(lines)}
+            "verification": verified, "contents": contents, "text": "\n".join(lines)}
+
+
+def _files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    files = manifest.get("files")
+    return {str(n): m for n, m in files.items() if isinstance(m, dict)} if isinstance(files, dict) else {}
+
+
+def _size(meta: dict[str, Any]) -> str:
+    size = meta.get("size")
+    return f"{size:,}" if isinstance(size, int) else "?"

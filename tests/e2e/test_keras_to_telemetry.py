@@ -12,7 +12,7 @@ import pytest
 from edgefleet.fleet.connection import close, connect
 from edgefleet.fleet.infer_client import MqttInferClient
 from edgefleet.protocol.topics import Topics
-from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli, run_cli
+from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli, run_cli, top1
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,13 @@ def test_keras_model_reaches_device_and_answers_like_float_model(tmp_path, broke
 
         status, answer = http_infer(agent.http_port, npy_bytes(x))
         assert status == 200, answer
-        http_top1 = np.array(answer["top1"])
+        http_top1 = np.array(top1(answer))
         assert answer["bundle_id"] == published["bundle_id"]
 
         client = connect(broker.address, "test")
         try:
             mqtt_client = MqttInferClient(client, topics, device)
-            mqtt_top1 = np.concatenate([mqtt_client.infer(x[i:i + 60])["top1"] for i in range(0, len(x), 60)])
+            mqtt_top1 = np.concatenate([top1(mqtt_client.infer(x[i:i + 60])) for i in range(0, len(x), 60)])
         finally:
             close(client)
 
@@ -51,7 +51,7 @@ def test_keras_model_reaches_device_and_answers_like_float_model(tmp_path, broke
         cli = run_cli("infer", str(tmp_path / "five.npy"), "--device", device, "--broker", broker.address,
                       "--prefix", prefix, "--json")
         assert cli.returncode == 0, cli.stderr
-        assert json.loads(cli.stdout)["top1"] == http_top1[:5].tolist()
+        assert top1(json.loads(cli.stdout)) == http_top1[:5].tolist()
 
         assert len(x) >= 300
         assert np.mean(http_top1 == float_top1) >= 0.97

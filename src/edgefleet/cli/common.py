@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -28,6 +29,20 @@ def need(extra: str, *modules: str) -> None:
                 f"this command needs the '{extra}' extra ({name} is missing): "
                 f"pip install 'edgefleet[{extra}]'"
             )
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at PATH (None when it can): checked before hours of work,
+    as a sentence that names the part of the path at fault."""
+    if path.is_dir():
+        return f"{path} is a folder; give a file name"
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is not a folder (it is a file), so nothing can be written under it"
+    folder = next(p for p in path.parents if p.exists())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
 
 
 def emit_json(obj: Any) -> None:

@@ -16,7 +16,12 @@ from edgefleet.cli.common import need
 @click.option("--requests", "n_requests", default=200, show_default=True, type=click.IntRange(1),
               help="Inference requests to send to the agent.")
 def demo(workdir: Path | None, n_requests: int) -> None:
-    """The whole path on an embedded broker: train, convert, sign, publish, run, report."""
+    """The whole path on an embedded broker: train, convert, sign, publish, run, report.
+
+    \b
+    Example:
+      edgefleet demo --workdir demo-files --requests 50
+    """
     need("converter", "tensorflow")
     need("fleet", "amqtt", "rich")
     from edgefleet.demo import run_demo

@@ -11,7 +11,7 @@ from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CH
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))  # a folder gets a message
 @click.option("--device", "devices", multiple=True, help="Device id to run it (repeatable).")
 @click.option("--group", "groups", multiple=True, help="Group to run it (repeatable).")
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
@@ -24,8 +24,14 @@ from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CH
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key: Path,
             chunk_size: int, broker: str, prefix: str, as_json: bool) -> None:
-    """Put BUNDLE on the broker as retained chunks and set the desired state."""
+    """Put BUNDLE on the broker as retained chunks and set the desired state.
+
+    \b
+    Example:
+      edgefleet publish digits-1.efb --group kitchen --broker 127.0.0.1:1883
+    """
     need("device", "paho.mqtt")
+    from edgefleet.file_kinds import describe, model_not_bundle
     from edgefleet.fleet.connection import BrokerError, close, connect
     from edgefleet.fleet.publish import PublishError, publish_bundle
     from edgefleet.protocol.bundle import BundleError
@@ -33,6 +39,9 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
     from edgefleet.protocol.signing import SignatureError, SigningKey
     from edgefleet.protocol.topics import Topics
 
+    wrong = model_not_bundle(bundle)
+    if wrong is not None or bundle.is_dir():  # before the key and the broker: nothing to send
+        raise click.ClickException(wrong or f"{bundle} is {describe(bundle)}, not a bundle (.efb)")
     if not devices and not groups:
         click.echo("note: no --device or --group given; the bundle is stored on the broker "
                    "but no device is told to run it", err=True)
@@ -75,31 +84,34 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
               help="Seconds to wait.")
 @broker_option
 @prefix_option
-@click.option("--json", "as_json", is_flag=True, help="Print the device's whole answer as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole answer (every output) as JSON.")
 def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, as_json: bool) -> None:
-    """Ask DEVICE over MQTT to run its active model on INPUTS (.npy: one sample or a batch)."""
-    need("device", "paho.mqtt")
-    import numpy as np
+    """Ask DEVICE over MQTT to run its active model on INPUTS: a .npy array (one sample or
+    a batch) for a one-input model, or a .npz with one array per input name (or `x`).
 
+    \b
+    Example:
+      edgefleet infer three.npy --device pi-kitchen-01 --broker 127.0.0.1:1883
+    """
+    need("device", "paho.mqtt")
     from edgefleet.fleet.connection import BrokerError, close, connect
-    from edgefleet.fleet.infer_client import InferenceFailed, MqttInferClient
+    from edgefleet.fleet.infer_client import InferenceFailed, MqttInferClient, answer_text, read_inputs
     from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
     from edgefleet.protocol.topics import Topics, check_id
 
     try:
         check_id("device", device)
-        x = np.load(inputs, allow_pickle=False)
     except ValueError as exc:
-        raise click.ClickException(str(exc) if "device id" in str(exc)
-                                   else f"{inputs} is not a readable .npy array: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise click.ClickException(f"{inputs} is not a readable .npy array: {exc}") from None
-    if not isinstance(x, np.ndarray):
-        raise click.ClickException(f"{inputs} holds several arrays (.npz); give one array as .npy")
-    # base64 grows the array by a third; past the agent's limit the request would be refused
-    if x.nbytes * 4 // 3 + 1024 > MAX_INFER_REQUEST_BYTES:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    try:
+        x = read_inputs(inputs)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    size = x.nbytes if not isinstance(x, dict) else sum(a.nbytes for a in x.values())
+    # base64 grows the arrays by a third; past the agent's limit the request would be refused
+    if size * 4 // 3 + 1024 > MAX_INFER_REQUEST_BYTES:
         raise click.ClickException(
-            f"{x.nbytes:,} bytes of inputs exceed what one MQTT request may carry "
+            f"{size:,} bytes of inputs exceed what one MQTT request may carry "
             f"({MAX_INFER_REQUEST_BYTES:,} bytes after base64); split the batch or use the local API")
     try:
         client = connect(broker, "infer")
@@ -114,11 +126,7 @@ def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, a
     if as_json:
         emit_json(answer)
     else:
-        click.echo(f"{answer['bundle_id']}: top-1 {answer['top1']} "
-                   f"(invoke {', '.join(f'{ms:.3f}' for ms in answer['latency_ms'][:8])} ms"
-                   f"{' ...' if len(answer['latency_ms']) > 8 else ''})")
-
-
+        click.echo(answer_text(answer))
 
 
 @click.command()
@@ -130,7 +138,13 @@ def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, a
                    "device has sent telemetry).")
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the snapshot as JSON.")
 def monitor(broker: str, prefix: str, once: bool, wait: float, as_json: bool) -> None:
-    """A live table of the devices: status, model, latency, CPU, memory, temperature."""
+    """A live table of the devices: status, model, latency, CPU, memory, temperature.
+
+    \b
+    Examples:
+      edgefleet monitor --broker 127.0.0.1:1883
+      edgefleet monitor --once --json --broker 127.0.0.1:1883
+    """
     if as_json and not once:  # a usage error first: it holds whatever is installed
         raise click.UsageError("--json goes with --once")
     need("fleet", "rich")

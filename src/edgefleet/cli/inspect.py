@@ -11,12 +11,18 @@ from edgefleet.cli.common import emit_json
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))  # a folder: a SavedModel, say
 @click.option("--trust", type=click.Path(file_okay=False, path_type=Path),
               help="Verify the bundle against the public keys in this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def inspect(path: Path, trust: Path | None, as_json: bool) -> None:
-    """Show a bundle's manifest (and verify it with --trust) or a .tflite model's tensors."""
+    """Show a bundle's manifest (and verify it with --trust) or a .tflite model's tensors.
+
+    \b
+    Examples:
+      edgefleet inspect digits-1.efb --trust keys
+      edgefleet inspect model.tflite --json
+    """
     from edgefleet.inspect import inspect_path
 
     if trust is not None and not trust.is_dir():
@@ -29,5 +35,5 @@ def inspect(path: Path, trust: Path | None, as_json: bool) -> None:
         emit_json(info)
     else:
         click.echo(info["text"])
-    if (info.get("verification") or {}).get("ok") is False:
-        sys.exit(1)  # scripts use `inspect --trust` as a check: a refused bundle must fail it
+    if (info.get("verification") or {}).get("ok") is False or (info.get("contents") or {}).get("ok") is False:
+        sys.exit(1)  # scripts use `inspect` as a check: a refused or damaged bundle must fail it

@@ -5,13 +5,30 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 DEFAULT_BROKER = "localhost:1883"
 DEFAULT_KEY = "keys/signing.key"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bundle_options(command: F) -> F:
+    """The options every command that writes a bundle takes: signing key, name, version, target."""
+    options = [
+        click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
+                     show_default=True, help="Private signing key (edgefleet keys generate)."),
+        click.option("--name", help="Model name in the manifest (default: the model file's stem)."),
+        click.option("--version", "version", default="1", show_default=True, help="Model version."),
+        click.option("--target", help="Board profile (rpi4, rpi5, coral-usb, coral-devboard, imx8mp-npu, "
+                                      "generic-x86_64, generic-aarch64); default: generic for this machine."),
+    ]
+    for option in reversed(options):  # decorators apply bottom-up: keep the order above in --help
+        command = option(command)
+    return command
 
 
 def need(extra: str, *modules: str) -> None:

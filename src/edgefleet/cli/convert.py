@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgefleet.cli.common import DEFAULT_KEY, emit_json, need, unwritable
+from edgefleet.cli.common import bundle_options, emit_json, need, unwritable
 
 
 @click.command()
@@ -22,12 +22,7 @@ from edgefleet.cli.common import DEFAULT_KEY, emit_json, need, unwritable
               help="Training data (.npz with x, y) for the fine-tuning of pruned variants.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Bundle to write (.efb); the report goes beside it (.report.json/.md/.png).")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
-              show_default=True, help="Private signing key (edgefleet keys generate).")
-@click.option("--name", help="Model name in the manifest (default: the model file's stem).")
-@click.option("--version", "version", default="1", show_default=True, help="Model version.")
-@click.option("--target", help="Board profile (rpi4, rpi5, coral-usb, coral-devboard, imx8mp-npu, "
-                               "generic-x86_64, generic-aarch64); default: generic for this machine.")
+@bundle_options
 @click.option("--mode", help="One variant: float32, dynamic, float16 (fp16), int8, int16x8, or "
                              "pruned-<mode> (default: the target's).")
 @click.option("--variants", help="Several, compared side by side, e.g. int8,fp16,dynamic,pruned-int8; "

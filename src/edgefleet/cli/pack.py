@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgefleet.cli.common import DEFAULT_KEY, emit_json, need
+from edgefleet.cli.common import bundle_options, emit_json, need
 
 
 @click.command()
@@ -17,12 +17,7 @@ from edgefleet.cli.common import DEFAULT_KEY, emit_json, need
               help="Inputs for the golden self-test: .npz with one array per model input (by name), "
                    "or x for a one-input model; real values, or raw tensors of a quantised input's type. "
                    "Without it, inputs are generated (the self-test then checks the runtime, not accuracy).")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
-              show_default=True, help="Private signing key (edgefleet keys generate).")
-@click.option("--name", help="Model name in the manifest (default: the model file's stem).")
-@click.option("--version", "version", default="1", show_default=True, help="Model version.")
-@click.option("--target", help="Board profile (rpi4, rpi5, coral-usb, coral-devboard, imx8mp-npu, "
-                               "generic-x86_64, generic-aarch64); default: generic for this machine.")
+@bundle_options
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (refused without it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No step messages.")

@@ -199,6 +199,8 @@ def fold_constant_weights(model: Any) -> tuple[int, int]:
                     float16 += 1
                 if folded is not None:
                     target.buffer = _new_buffer(model, folded)
+                    # the constant is the weight itself now: its name, not the removed op's
+                    target.name = source.name or target.name
             if folded is None:
                 keep.append(op)
         sg.operators = keep

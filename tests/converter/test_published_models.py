@@ -129,6 +129,11 @@ def test_float32_equivalent_answers_exactly_as_the_published_model(name):
     assert equivalent.signature_added
     assert {t.dtype for ts in graph.tensors for t in ts} <= {"float32", "int32"}
     assert "DEQUANTIZE" not in graph.op_counts() and "DENSIFY" not in graph.op_counts()
+    # each folded constant is named after the weight it was made from, not the removed op
+    sources = [original.tensor(op.subgraph, op.inputs[0]) for op in original.ops
+               if op.name in ("DEQUANTIZE", "DENSIFY")]
+    weights = {t.name for t in sources if t.is_constant}
+    assert weights <= {t.name for t in graph.tensors[0] if t.is_constant}
     x = _photos(name, 4, seed=3)
     before, _ = TFLiteModel(data).run(x)
     after, _ = TFLiteModel(equivalent.model).run(x)

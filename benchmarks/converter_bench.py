@@ -28,6 +28,7 @@ import edgefleet.converter.tfenv  # noqa: F401  (TensorFlow's environment, befor
 
 # isort: split
 import numpy as np
+from docs_sections import write_section  # benchmarks/, the script's own folder
 
 from edgefleet.protocol.signing import generate_keypair
 
@@ -177,14 +178,14 @@ def render(results: dict[str, Any], command: str) -> str:
     r = results["digits"]["report"]
     failed_digits = r["failed_variants"]
     lines = [
-        "# Converter benchmarks",
+        "## Converter techniques on our own models (issue 3)",
         "",
         f"Produced by `{command}` on {results['machine']} ({threads} cores), "
         f"{results['runtime']}, TensorFlow {r['converter']['tensorflow']}, Keras {r['converter']['keras']}. "
         "Every figure below comes from that one run; rerun the command to check them. The machine is "
         "shared and noisy: compare latencies within one table, not across runs.",
         "",
-        "## Against the bars of issue 3",
+        "### Against the bars of issue 3",
         "",
         "| check | measured | bar | |",
         "|---|---:|---:|---|",
@@ -194,7 +195,7 @@ def render(results: dict[str, Any], command: str) -> str:
     params = r["source"]["parameters"]
     lines += [
         "",
-        f"## (a) CNN on scikit-learn's digits ({params:,} parameters, held-out split of "
+        f"### (a) CNN on scikit-learn's digits ({params:,} parameters, held-out split of "
         f"{r['data']['eval_samples']} images)",
         "",
         *table(variant_rows(results["digits"]), threads),
@@ -210,12 +211,12 @@ def render(results: dict[str, Any], command: str) -> str:
     ]
     for classes in (10, 1000):
         case = results[f"mnv2_{classes}"]
-        lines += [f"## (b) MobileNetV2 alpha 0.35, 96x96x3, {classes} classes "
+        lines += [f"### (b) MobileNetV2 alpha 0.35, 96x96x3, {classes} classes "
                   f"({case['report']['source']['parameters']:,} parameters; untrained, so no accuracy)", "",
                   *table(variant_rows(case), threads), ""]
         for failed in case["report"]["failed_variants"]:
             lines += [f"{failed['name']} did not run: {failed['error']}", ""]
-    lines += [f"## (c) Knowledge distillation (teacher: the CNN of (a); student: width {STUDENT_WIDTH})", "",
+    lines += [f"### (c) Knowledge distillation (teacher: the CNN of (a); student: width {STUDENT_WIDTH})", "",
               "| seed | teacher params | student params | ratio | teacher top-1 | distilled student top-1 "
               "| same student, labels only |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["distill"]["rows"]:
@@ -233,7 +234,7 @@ def render(results: dict[str, Any], command: str) -> str:
               + (", ".join(map(str, behind)) if behind else "none")
               + ". On 360 held-out images one image is 0.28 pp, so single-seed differences of one or two "
               "images are noise; the check above uses the mean over seeds.", "",
-              "## Latency", "",
+              "### Latency", "",
               "Latency is the median of 50 `invoke()` calls after 5 warm-up calls, one sample, with "
               "LiteRT's default CPU path (XNNPACK). On this x86-64 machine with AVX2/AVX-512, int8 is "
               "not reliably faster than float32 for models this small; the tables say what was measured "
@@ -270,7 +271,7 @@ def main() -> int:
     text = render(results, command)
     print(text)
     if args.write_docs:
-        args.write_docs.write_text(text)
+        write_section(args.write_docs, "converter_bench", text)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     failed = [c for c in checks(results) if not c[4]]

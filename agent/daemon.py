@@ -30,7 +30,7 @@ from edgefleet.agent.link import ClientFactory, MqttLink, paho_client
 from edgefleet.agent.local_api import LocalApi, start_local_api
 from edgefleet.agent.reporter import Context, Reporter, telemetry
 from edgefleet.agent.store import Store
-from edgefleet.agent.telemetry import InferenceStats, SystemSampler
+from edgefleet.agent.telemetry import SystemSampler
 from edgefleet.devices.board import board_model, board_profile
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import Bundle
@@ -64,10 +64,9 @@ class Agent:
         except OSError as exc:
             raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
         self.installer = Installer(self.store, self._trust, config.runtime, self.clock.wall)
-        self.stats = InferenceStats()
         self.system = SystemSampler()
         response_topic = self.topics.response(self.device_id, "infer")
-        self.inference = InferenceService(self.stats, lambda body: self.link.publish(response_topic, body),
+        self.inference = InferenceService(lambda body: self.link.publish(response_topic, body),
                                           max_pending=config.serve.mqtt_max_pending)
         self.request_topic = self.topics.request(self.device_id, "infer")
         self.link = MqttLink(config.mqtt, self.topics, self.device_id, self._events_put,
@@ -139,7 +138,7 @@ class Agent:
                         next_telemetry = self.clock.monotonic() + self.cfg.telemetry.interval_s
                         self.link.publish(self.topics.telemetry(self.device_id),
                                           telemetry(self.device_id, self.cfg.telemetry.interval_s,
-                                                    self.serving, self.stats, self.system))
+                                                    self.serving, self.system))
                 except Exception as exc:  # the daemon outlives any one bad event
                     log.exception("error while handling %s", event and event[:2])
                     if self.transfer_token is not None and self._is_transfer_topic(event):

@@ -17,7 +17,6 @@ from typing import Any
 
 from edgefleet.agent.installer import ServingModel
 from edgefleet.agent.local_api import NoModelError
-from edgefleet.agent.telemetry import InferenceStats
 from edgefleet.protocol import messages
 from edgefleet.runtime import InputError
 from edgefleet.tensors import Inputs
@@ -29,9 +28,7 @@ _TRANSACTION = re.compile(rb'"transaction"\s*:\s*(?:"([A-Za-z0-9._:-]{1,128})"|(
 
 
 class InferenceService:
-    def __init__(self, stats: InferenceStats, answer: Callable[[bytes], None], workers: int = 2,
-                 max_pending: int = 32):
-        self.stats = stats
+    def __init__(self, answer: Callable[[bytes], None], workers: int = 2, max_pending: int = 32):
         self._answer = answer  # publishes a response payload
         self.serving: ServingModel | None = None
         self.max_pending = max_pending
@@ -53,9 +50,12 @@ class InferenceService:
         try:
             outputs, latencies = model.run(inputs)
         except InputError:
-            self.stats.record_error()
+            serving.stats.record_error("input")
             raise
-        self.stats.record(latencies)
+        except Exception:
+            serving.stats.record_error("runtime")
+            raise
+        serving.stats.record(latencies)  # counted for the model that answered, even mid-swap
         return {"bundle_id": serving.bundle_id,
                 "outputs": {name: value.tolist() for name, value in outputs.items()},
                 "top1": {name: outputs[name].reshape(len(outputs[name]), -1).argmax(-1).tolist()
@@ -75,6 +75,9 @@ class InferenceService:
     def submit(self, payload: bytes) -> None:
         if not self._slots.acquire(blocking=False):
             self.busy_total += 1
+            serving = self.serving
+            if serving is not None:
+                serving.stats.record_error("busy")
             found = _TRANSACTION.search(payload[:4096])
             tx = (found.group(1) or found.group(2)).decode() if found else None
             self._answer(messages.response_payload(

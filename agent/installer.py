@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgefleet.agent.config import RuntimeSettings
 from edgefleet.agent.selftest import SelfTestResult, run_selftest
 from edgefleet.agent.store import Store
+from edgefleet.agent.telemetry import ModelStats
 from edgefleet.protocol.bundle import Bundle, BundleError, open_bundle, sha256_hex
 from edgefleet.protocol.delivery import bundle_id_for
 from edgefleet.protocol.signing import SignatureError, TrustStore
@@ -37,6 +38,7 @@ class ServingModel:
     model: TFLiteModel
     activated_at: float
     selftest: SelfTestResult
+    stats: ModelStats = field(default_factory=ModelStats)  # this activation's own figures
 
     @property
     def class_outputs(self) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgefleet.agent.installer import ServingModel
-from edgefleet.agent.telemetry import InferenceStats, SystemSampler, telemetry_payload
+from edgefleet.agent.telemetry import ModelStats, SystemSampler, telemetry_payload
 from edgefleet.protocol import messages
 
 log = logging.getLogger("edgefleet.agent")
@@ -91,13 +91,17 @@ class Reporter:
         })
 
 
-def telemetry(device_id: str, interval_s: float, serving: ServingModel | None, stats: InferenceStats,
+def telemetry(device_id: str, interval_s: float, serving: ServingModel | None,
               system: SystemSampler) -> bytes:
-    inference = stats.snapshot()
+    """Telemetry of the model that serves now; its figures start at its activation."""
     model = runtime = delegate = None
+    inference = (serving.stats if serving else ModelStats()).snapshot()
     if serving:
         model, runtime = serving.info(), serving.runtime_info()
         delegate = serving.model.delegate.as_dict()
-        cold = serving.model.cold_start_seconds
-        inference["cold_start_ms"] = round(cold * 1000, 4) if cold is not None else None
+        first = serving.model.cold_start_seconds
+        inference["cold_start"] = {  # apart from the steady state above
+            "load_ms": round(serving.model.load_seconds * 1000, 4),
+            "first_inference_ms": round(first * 1000, 4) if first is not None else None,
+        }
     return telemetry_payload(device_id, interval_s, model, runtime, delegate, inference, system.sample())

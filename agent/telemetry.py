@@ -1,5 +1,7 @@
-"""What the agent measures and how it says so: inference counts and latency
-percentiles, process CPU and memory, temperatures from the thermal framework."""
+"""What the agent measures and how it says so (telemetry v2, docs/protocol.md): per serving
+model, inference counts, errors by kind, throughput and latency (exact recent percentiles
+and a mergeable histogram since activation); process CPU and memory; temperatures from
+the thermal framework."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,45 +17,62 @@ import psutil
 
 from edgefleet.devices.thermal import read_thermal_zones
 from edgefleet.protocol import messages
+from edgefleet.protocol.histogram import Histogram
 
-LATENCY_WINDOW = 2048  # percentiles over the most recent inferences
+LATENCY_WINDOW = 2048  # exact percentiles over the most recent inferences
+ERROR_KINDS = ("input", "runtime", "busy")  # a request that did not fit, an invoke that failed, no room
 
 
-class InferenceStats:
-    """Thread-safe counters fed by every inference path (HTTP, MQTT, self-test excluded)."""
+class ModelStats:
+    """What one serving model did since it was activated, fed by every inference path (HTTP,
+    MQTT; the self-test excluded). Each activation gets its own, so after a swap the new
+    model's figures start from zero and a request still finishing on the old model counts
+    for the old one. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._monotonic = monotonic
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._histogram = Histogram()
         self.count_total = 0
-        self.errors_total = 0
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self._count_at_last_report = 0
+        self._last_report_at = monotonic()
 
     def record(self, latencies: list[float]) -> None:
         with self._lock:
             self._latencies.extend(latencies)
+            for seconds in latencies:
+                self._histogram.add(seconds)
             self.count_total += len(latencies)
 
-    def record_error(self) -> None:
+    def record_error(self, kind: str) -> None:
         with self._lock:
-            self.errors_total += 1
+            self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
+        """The figures for one telemetry message; the interval is the time since the last one."""
+        now = self._monotonic()
         with self._lock:
             lat = np.array(self._latencies, dtype=np.float64) * 1000.0
             count_interval = self.count_total - self._count_at_last_report
-            self._count_at_last_report = self.count_total
-            total, errors = self.count_total, self.errors_total
+            elapsed = now - self._last_report_at
+            self._count_at_last_report, self._last_report_at = self.count_total, now
+            total, errors, histogram = self.count_total, dict(self.errors), self._histogram.as_dict()
         pct = (lambda q: round(float(np.percentile(lat, q)), 4)) if lat.size else (lambda q: None)
         return {
             "count_total": total,
             "count_interval": count_interval,
-            "errors_total": errors,
+            "throughput_per_s": round(count_interval / elapsed, 3) if elapsed > 0 else None,
+            "errors_total": sum(errors.values()),
+            "errors_by_kind": errors,
             "latency_samples": int(lat.size),
             "latency_p50_ms": pct(50),
             "latency_p95_ms": pct(95),
             "latency_p99_ms": pct(99),
+            "latency_max_ms": round(float(lat.max()), 4) if lat.size else None,
             "latency_mean_ms": round(float(lat.mean()), 4) if lat.size else None,
+            "latency_histogram": histogram,
         }
 
 

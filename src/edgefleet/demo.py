@@ -197,6 +197,10 @@ def run_demo(workdir: Path | None, n_requests: int) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _ms(value: float | None) -> str:
+    return f"{value:.3f} ms" if value is not None else "-"
+
+
 def _figures(tel: dict[str, Any] | None) -> Table:
     table = Table(title="telemetry (as the agent measured it)")
     table.add_column("figure")
@@ -206,6 +210,7 @@ def _figures(tel: dict[str, Any] | None) -> Table:
         table.add_row("telemetry", "none received", "")
         return table
     inf, sysm = tel["inference"], tel["system"]
+    cold = inf.get("cold_start") or {}
     rows = [
         ("inferences", str(inf["count_total"]), "counter in the agent"),
         ("errors", str(inf["errors_total"]), "requests refused or failed"),
@@ -213,7 +218,8 @@ def _figures(tel: dict[str, Any] | None) -> Table:
          f"{inf['latency_samples']} inferences"),
         ("latency p95", f"{inf['latency_p95_ms']:.3f} ms", ""),
         ("latency p99", f"{inf['latency_p99_ms']:.3f} ms", ""),
-        ("cold start", f"{inf['cold_start_ms']:.3f} ms" if inf.get("cold_start_ms") else "-",
+        ("model load", _ms(cold.get("load_ms")), "interpreter, delegates and tensors"),
+        ("first inference", _ms(cold.get("first_inference_ms")),
          "first invoke after loading (in the self-test)"),
         ("process CPU", f"{sysm['process_cpu_percent']:.1f} %", "psutil, since last report"),
         ("resident memory", f"{sysm['rss_bytes'] / 2**20:.1f} MiB", "psutil RSS"),

@@ -130,6 +130,7 @@ class TFLiteModel:
                 self.delegate.fallback_reason = reason
         if self.delegate.active == "cpu":
             self.delegate.notes.append("LiteRT applies its XNNPACK delegate on the CPU by default")
+        started = time.perf_counter()
         try:
             self._interpreter = self.runtime.interpreter(
                 model_content=model_bytes, experimental_delegates=delegates or None,
@@ -138,6 +139,7 @@ class TFLiteModel:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RuntimeLoadError(f"{self.runtime.name} could not load the model: {exc}") from None
+        self.load_seconds = time.perf_counter() - started  # interpreter, delegates, tensors
         self.signature, self.inputs, self.outputs = _io_specs(self._interpreter)
         self._lock = threading.Lock()
         self.cold_start_seconds: float | None = None

@@ -12,7 +12,6 @@ import time
 
 from edgefleet.agent.inference import InferenceService
 from edgefleet.agent.local_api import LocalApi, start_local_api
-from edgefleet.agent.telemetry import InferenceStats
 from edgefleet.protocol import messages
 
 
@@ -87,7 +86,7 @@ def test_mqtt_requests_beyond_the_pending_limit_are_answered_busy_at_once():
         with lock:
             answers.append(parsed)
 
-    service = InferenceService(InferenceStats(), answer, workers=2, max_pending=4)
+    service = InferenceService(answer, workers=2, max_pending=4)
     try:
         for i in range(10):
             service.submit(messages.dumps({"transaction": f"t{i}", "inputs": [[0.0]]}))

@@ -20,7 +20,7 @@ from edgefleet.protocol.topics import check_id
 
 DESIRED = "edgefleet.desired/1"
 REPORTED = "edgefleet.reported/1"
-TELEMETRY = "edgefleet.telemetry/1"
+TELEMETRY = "edgefleet.telemetry/2"
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_STOPPED = "online", "offline", "stopped"
 
 

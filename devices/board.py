@@ -1,9 +1,14 @@
-"""Which board this is, from the device-tree model string or DMI (x86)."""
+"""Which board this is, by name: the device-tree model string or DMI (x86).
+
+The full answer (profile, accelerators, evidence) is devices/detect.py's `detect_board`;
+these two stay for callers that want the name and its profile only.
+"""
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
+
+from edgefleet.devices.detect import profile_for_model
 
 # Where boards publish their name: the device tree on ARM boards, DMI on x86-64.
 _MODEL_FILES = ("proc/device-tree/model", "sys/firmware/devicetree/base/model",
@@ -24,15 +29,4 @@ def board_model(root: str | Path = "/") -> str | None:
 
 def board_profile(model: str | None, machine: str | None = None) -> str:
     """A profile name from devices/ for a model string (generic-<arch> when unknown)."""
-    m = (model or "").lower()
-    if "raspberry pi 5" in m:
-        return "rpi5"
-    if "raspberry pi 4" in m:
-        return "rpi4"
-    if "coral" in m or "phanbell" in m:
-        return "coral-devboard"
-    if "i.mx8mp" in m or "imx8mp" in m or "i.mx 8m plus" in m:
-        return "imx8mp-npu"
-    arch = (machine or platform.machine()).lower()
-    return "generic-aarch64" if arch in ("aarch64", "arm64") else "generic-x86_64" if arch in (
-        "x86_64", "amd64") else f"generic-{arch}"
+    return profile_for_model(model, machine)

@@ -5,12 +5,24 @@ the delegate (and its library and options) that goes into a bundle's manifest, a
 quantisation defaults the converter takes for `--target NAME`. The TOML files are package
 data; they are found next to this module both in a checkout and in an installed wheel
 (the folder's name is not a Python identifier, so it can never pass for a package).
+
+Two optional tables serve the device side:
+
+- `[detect]`: the strings a board (or an accelerator) publishes, which devices/detect.py
+  matches: device-tree `compatible` entries and `model` substrings, the board-type field
+  of a Raspberry Pi revision code, DMI substrings, USB ids, device nodes.
+- `[power]`: the constants of the power estimate, one sub-table per figure (`idle_w`,
+  `cpu_full_w`, `accelerator_active_w`), each with the `source` it was taken from (a URL or a
+  document's title) and either `watts` or the cited `amps` and `volts`. A figure nobody
+  published is left out, never guessed; the estimate then says it lacks it.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -24,6 +36,15 @@ DELEGATES = ("edgetpu", "vx", "cpu")
 MODES = ("auto", "float32", "float16", "dynamic", "int8", "int16x8")
 IO_DTYPES = ("uint8", "int8", "float32", "int16")
 _FOLDER = "board-profiles"
+# What each [power] figure means; the estimate (devices/power/) adds them up.
+POWER_KEYS = {
+    "idle_w": "the whole board at idle",
+    "cpu_full_w": "the whole board with every CPU core at full load",
+    "accelerator_active_w": "the accelerator's own draw while it computes (on top of its host's)",
+}
+_POWER_FIELDS = {"watts", "amps", "volts", "source", "note"}
+_DETECT_STRINGS = ("dt_compatible", "dt_model", "dmi", "usb_ids", "usb_ids_no_firmware", "device_nodes")
+_USB_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
 
 
 class ProfileError(ValueError):
@@ -47,6 +68,39 @@ class Conversion:
 
 
 @dataclass(frozen=True)
+class PowerFigure:
+    """One constant of the power estimate, with where it was published."""
+
+    watts: float
+    source: str  # a URL or a document's title
+    note: str = ""  # the conditions it was measured under, how watts follow from it
+    amps: float | None = None  # as cited, when the source gives current (watts = amps x volts)
+    volts: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"watts": self.watts, "source": self.source, "note": self.note}
+        if self.amps is not None:
+            out.update(amps=self.amps, volts=self.volts)
+        return out
+
+
+@dataclass(frozen=True)
+class Detect:
+    """What identifies the board or accelerator; any one match is enough (see devices/detect.py)."""
+
+    dt_compatible: tuple[str, ...] = ()  # whole entries of /proc/device-tree/compatible
+    dt_model: tuple[str, ...] = ()  # substrings of the device-tree model (or cpuinfo's Model line)
+    pi_revision_type: tuple[int, ...] = ()  # type field (bits 4-11) of a new-style Pi revision code
+    dmi: tuple[str, ...] = ()  # substrings of DMI sys_vendor, product_name or board_name
+    usb_ids: tuple[str, ...] = ()  # "vvvv:pppp", lower-case hex, of a working USB device
+    usb_ids_no_firmware: tuple[str, ...] = ()  # ids it shows before its firmware is loaded
+    device_nodes: tuple[str, ...] = ()  # glob patterns below the root, e.g. "dev/apex_*"
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, key) for key in (*_DETECT_STRINGS, "pi_revision_type"))
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -55,7 +109,19 @@ class Profile:
     cpu_model: str
     accelerator: Accelerator
     conversion: Conversion
-    power: dict[str, Any] = field(default_factory=dict)  # only figures with a cited source
+    power: dict[str, float] = field(default_factory=dict)  # watts by POWER_KEYS key, cited ones only
+    power_figures: dict[str, PowerFigure] = field(default_factory=dict)  # the same, with sources
+    detect: Detect = field(default_factory=Detect)
+
+    @property
+    def power_sources(self) -> dict[str, str]:
+        """Each power constant's citation, as devices/power/estimate.PowerModel takes them."""
+        return {key: fig.source for key, fig in self.power_figures.items()}
+
+    @property
+    def attaches_to_host(self) -> bool:
+        """An accelerator that plugs into any host (arch "any"), not a board of its own."""
+        return self.arch == "any"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,7 +132,7 @@ class Profile:
             "conversion": {"default_mode": self.conversion.default_mode, "io_dtype": self.conversion.io_dtype,
                            "allowed_modes": list(self.conversion.allowed_modes),
                            "requires_edgetpu_compiler": self.conversion.requires_edgetpu_compiler},
-            "power": dict(self.power),
+            "power": {key: fig.as_dict() for key, fig in self.power_figures.items()},
         }
 
 
@@ -95,8 +161,62 @@ def _choice(value: Any, allowed: tuple[str, ...], where: str, key: str) -> str:
     return str(value)
 
 
+def _number(value: Any, where: str, key: str) -> float:
+    # bool is an int to Python; a figure of `true` watts is a typo, not a number
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ProfileError(f"{where}: {key} = {value!r} must be a number above 0")
+    return float(value)
+
+
+def _power_figure(value: Any, where: str, key: str) -> PowerFigure:
+    at = f"[power.{key}]"
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where}: {at} must be a table: watts (or amps and volts), source, note; "
+                           f"got {value!r}")
+    unknown = sorted(set(value) - _POWER_FIELDS)
+    if unknown:
+        raise ProfileError(f"{where}: unknown key(s) in {at}: {', '.join(unknown)}; "
+                           f"allowed: {', '.join(sorted(_POWER_FIELDS))}")
+    source, note = value.get("source"), value.get("note", "")
+    if not isinstance(source, str) or not source.strip():
+        raise ProfileError(f"{where}: {at} needs its source (a URL or a document's title): "
+                           "a figure nobody published stays out")
+    if not isinstance(note, str):
+        raise ProfileError(f"{where}: {at} note must be a string")
+    if "watts" in value:
+        if "amps" in value or "volts" in value:
+            raise ProfileError(f"{where}: {at} gives watts and amps/volts; give one of them")
+        return PowerFigure(_number(value["watts"], where, f"{at} watts"), source.strip(), note)
+    if "amps" in value and "volts" in value:
+        amps = _number(value["amps"], where, f"{at} amps")
+        volts = _number(value["volts"], where, f"{at} volts")
+        return PowerFigure(round(amps * volts, 4), source.strip(), note, amps, volts)
+    raise ProfileError(f"{where}: {at} needs watts, or amps and volts")
+
+
+def _detect(doc: dict[str, Any], where: str) -> Detect:
+    table = _table(doc, "detect", where, {*_DETECT_STRINGS, "pi_revision_type"})
+    values: dict[str, tuple[Any, ...]] = {}
+    for key, value in table.items():
+        if not isinstance(value, list):
+            raise ProfileError(f"{where}: [detect] {key} must be a list")
+        if key == "pi_revision_type":
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFF for v in value):
+                raise ProfileError(f"{where}: [detect] pi_revision_type holds 8-bit integers, e.g. 0x17")
+        elif not all(isinstance(v, str) and v.strip() for v in value):
+            raise ProfileError(f"{where}: [detect] {key} holds non-empty strings")
+        if key.startswith("usb_ids"):
+            bad = [v for v in value if not _USB_ID.match(v)]
+            if bad:
+                raise ProfileError(f"{where}: [detect] {key}: {bad!r} are not lower-case 'vvvv:pppp' ids")
+        if key == "device_nodes" and any(v.startswith("/") for v in value):
+            raise ProfileError(f"{where}: [detect] device_nodes are relative to the root: 'dev/apex_*'")
+        values[key] = tuple(value)
+    return Detect(**values)
+
+
 def parse_profile(doc: dict[str, Any], where: str = "<profile>") -> Profile:
-    top = {"name", "description", "arch", "cpu", "accelerator", "conversion", "power"}
+    top = {"name", "description", "arch", "cpu", "accelerator", "conversion", "power", "detect"}
     unknown = sorted(set(doc) - top)
     if unknown:
         raise ProfileError(f"{where}: unknown key(s): {', '.join(unknown)}; "
@@ -108,7 +228,8 @@ def parse_profile(doc: dict[str, Any], where: str = "<profile>") -> Profile:
     acc = _table(doc, "accelerator", where, {"kind", "delegate", "library", "options"})
     conv = _table(doc, "conversion", where,
                   {"default_mode", "io_dtype", "allowed_modes", "requires_edgetpu_compiler"})
-    power = _table(doc, "power", where, {"idle_w", "active_w", "accelerator_max_w", "source"})
+    power = {key: _power_figure(value, where, key)
+             for key, value in _table(doc, "power", where, set(POWER_KEYS)).items()}
     allowed_modes = tuple(conv.get("allowed_modes", ()))
     for mode in allowed_modes:
         _choice(mode, MODES, where, "conversion.allowed_modes[]")
@@ -128,7 +249,9 @@ def parse_profile(doc: dict[str, Any], where: str = "<profile>") -> Profile:
             io_dtype=_choice(conv.get("io_dtype", "float32"), IO_DTYPES, where, "conversion.io_dtype"),
             allowed_modes=allowed_modes,
             requires_edgetpu_compiler=bool(conv.get("requires_edgetpu_compiler", False))),
-        power=dict(power),
+        power={key: fig.watts for key, fig in power.items()},
+        power_figures=power,
+        detect=_detect(doc, where),
     )
 
 
@@ -147,3 +270,9 @@ def load_profile(name: str) -> Profile:
     if profile.name != name:
         raise ProfileError(f"{where}: name = {profile.name!r} does not match the file name")
     return profile
+
+
+@lru_cache(maxsize=1)
+def all_profiles() -> tuple[Profile, ...]:
+    """Every profile, loaded once: they are package data and cannot change while we run."""
+    return tuple(load_profile(name) for name in list_profiles())

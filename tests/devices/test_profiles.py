@@ -28,8 +28,8 @@ def test_profile_loads(name):
     else:
         assert p.accelerator.delegate == "cpu" and p.conversion.default_mode == "auto"
         assert p.conversion.io_dtype == "float32" and not p.conversion.requires_edgetpu_compiler
-    if p.power:  # only sourced figures
-        assert p.power.get("source", "").startswith("https://")
+    for key, figure in p.power_figures.items():  # only sourced figures
+        assert p.power[key] == figure.watts > 0 and figure.source.strip()
     assert p.as_dict()["accelerator"]["kind"] == kind
 
 

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
+from edgefleet.devices.profiles import list_profiles
+
 DEFAULT_BROKER = "localhost:1883"
 DEFAULT_KEY = "keys/signing.key"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,8 +25,8 @@ def bundle_options(command: F) -> F:
                      show_default=True, help="Private signing key (edgefleet keys generate)."),
         click.option("--name", help="Model name in the manifest (default: the model file's stem)."),
         click.option("--version", "version", default="1", show_default=True, help="Model version."),
-        click.option("--target", help="Board profile (rpi4, rpi5, coral-usb, coral-devboard, imx8mp-npu, "
-                                      "generic-x86_64, generic-aarch64); default: generic for this machine."),
+        click.option("--target", help=f"Board profile ({', '.join(list_profiles())}); default: the "
+                                      "generic one for this machine's architecture."),
     ]
     for option in reversed(options):  # decorators apply bottom-up: keep the order above in --help
         command = option(command)

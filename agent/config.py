@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -13,6 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 boards
     import tomli as tomllib
 
+from edgefleet.devices.profiles import list_profiles
 from edgefleet.protocol.topics import Topics, check_id
 from edgefleet.runtime import DELEGATES, RUNTIMES
 
@@ -62,6 +64,15 @@ class DeliverySettings:
 
 
 @dataclass
+class BoardSettings:
+    profile: str = ""  # a board profile name (edgefleet inspect --profiles); "": detected
+    # prefix of /sys, /proc and /dev for detection and sensors (a container that mounts the
+    # host's elsewhere; tests give fixture trees)
+    root: str = "/"
+    vcgencmd: str = "vcgencmd"  # Raspberry Pi firmware tool: PMIC rails and throttling
+
+
+@dataclass
 class AgentConfig:
     device_id: str
     state_dir: Path
@@ -72,6 +83,7 @@ class AgentConfig:
     serve: ServeSettings = field(default_factory=ServeSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    board: BoardSettings = field(default_factory=BoardSettings)
 
     @property
     def topics(self) -> Topics:
@@ -79,7 +91,7 @@ class AgentConfig:
 
 
 _SECTIONS = {"mqtt": MqttSettings, "runtime": RuntimeSettings, "serve": ServeSettings,
-             "telemetry": TelemetrySettings, "delivery": DeliverySettings}
+             "telemetry": TelemetrySettings, "delivery": DeliverySettings, "board": BoardSettings}
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -100,7 +112,11 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
-def parse_config(data: dict[str, Any], source: str = "edgefleet.agent.toml") -> AgentConfig:
+def parse_config(data: dict[str, Any], source: str = "edgefleet.agent.toml",
+                 base: Path | None = None) -> AgentConfig:
+    """BASE: the folder relative paths (state_dir, trust_dir, a unix: socket) resolve against,
+    the config file's own (load_config), so that the agent finds the same files whatever
+    folder it is started from; None leaves them relative to the working folder."""
     top = dict(data)
     sections = {name: top.pop(name) for name in list(top) if name in _SECTIONS}
     allowed = {"device_id", "state_dir", "trust_dir", "groups"}
@@ -128,10 +144,17 @@ def parse_config(data: dict[str, Any], source: str = "edgefleet.agent.toml") -> 
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
         built[name] = _build(cls, section, f"{source} [{name}]")
-    cfg = AgentConfig(device_id=top["device_id"], state_dir=Path(top["state_dir"]),
-                      trust_dir=Path(top["trust_dir"]), groups=groups, **built)
+    cfg = AgentConfig(device_id=top["device_id"], state_dir=_path(top["state_dir"], base),
+                      trust_dir=_path(top["trust_dir"], base), groups=groups, **built)
+    if cfg.serve.http.startswith("unix:"):
+        cfg.serve.http = f"unix:{_path(cfg.serve.http[len('unix:'):], base)}"
     _check_values(cfg, source)
     return cfg
+
+
+def _path(value: str, base: Path | None) -> Path:
+    path = Path(value)
+    return path if base is None or path.is_absolute() else base / path
 
 
 def _check_values(cfg: AgentConfig, source: str) -> None:
@@ -154,6 +177,9 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
         raise ConfigError(f"{source} [runtime] runtime: choose auto or one of {list(RUNTIMES)}")
     if cfg.runtime.delegate not in DELEGATES:
         raise ConfigError(f"{source} [runtime] delegate: choose one of {list(DELEGATES)}")
+    if cfg.board.profile and cfg.board.profile not in list_profiles():
+        raise ConfigError(f"{source} [board] profile: {cfg.board.profile!r} is not a board profile; "
+                          f"choose one of {list_profiles()} or leave it out to detect the board")
     if cfg.telemetry.interval_s <= 0:
         raise ConfigError(f"{source} [telemetry] interval_s must be above 0")
     if cfg.delivery.window < 1:
@@ -179,4 +205,5 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError(f"config file {path} not found; see docs/operations.md for an example") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, str(path))
+    # abspath, not resolve(): a symlinked config keeps the folder it is linked from
+    return parse_config(data, str(path), base=Path(os.path.abspath(path)).parent)

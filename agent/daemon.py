@@ -28,10 +28,11 @@ from edgefleet.agent.inference import InferenceService
 from edgefleet.agent.installer import Installer, InstallFailed
 from edgefleet.agent.link import ClientFactory, MqttLink, paho_client
 from edgefleet.agent.local_api import LocalApi, start_local_api
+from edgefleet.agent.power import board_setup
 from edgefleet.agent.reporter import Context, Reporter, telemetry
+from edgefleet.agent.sd_notify import Notifier
 from edgefleet.agent.store import Store
 from edgefleet.agent.telemetry import SystemSampler
-from edgefleet.devices.board import board_model, board_profile
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import Bundle
 from edgefleet.protocol.delivery import DeliveryError, parse_transfer_manifest
@@ -83,10 +84,12 @@ class Agent:
         self.transfer_token: Token | None = None
         self.failed_tokens: set[Token] = set()
         self.local_api_address: str | None = None
-        self.board = board_model()
+        self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._stop = threading.Event()
         self._http_server: Any = None
+        self.systemd = Notifier.from_environment()  # a no-op unless systemd started the agent
+        self._greeted = False  # the broker has been told we are online at least once
         self.limits = tx.Limits(config.delivery.window, config.delivery.chunk_timeout_s,
                                 config.delivery.max_bad_chunks, config.delivery.manifest_timeout_s)
 
@@ -134,16 +137,19 @@ class Agent:
                     if self.transfer is not None:
                         self._apply(self.transfer.tick(self.clock.monotonic()))
                     self.reporter.flush()
+                    self.power.sample()
                     if self.clock.monotonic() >= next_telemetry:
                         next_telemetry = self.clock.monotonic() + self.cfg.telemetry.interval_s
                         self.link.publish(self.topics.telemetry(self.device_id),
                                           telemetry(self.device_id, self.cfg.telemetry.interval_s,
-                                                    self.serving, self.system))
+                                                    self.serving, self.system, self.power))
                 except Exception as exc:  # the daemon outlives any one bad event
                     log.exception("error while handling %s", event and event[:2])
                     if self.transfer_token is not None and self._is_transfer_topic(event):
                         self._fail(self.transfer_token, "download",
                                    f"unexpected error: {type(exc).__name__}: {exc}")
+                if self.systemd.enabled:  # only this loop pets the watchdog: a hung loop gets restarted
+                    self.systemd.tick(self.clock.monotonic(), self._greeted, self._status())
         finally:
             self._shutdown()
 
@@ -153,6 +159,7 @@ class Agent:
     def _shutdown(self) -> None:
         """Every step runs whatever the one before it did (a socket left behind blocks the next start)."""
         log.info("stopping")
+        self.systemd.stopping("stopping: saying 'stopped' to the broker")
         try:
             self.link.stop()
         finally:
@@ -178,6 +185,7 @@ class Agent:
             self.reporter.report(force=True)
             self.link.publish(self.topics.status(self.device_id),
                               messages.status_payload(messages.STATUS_ONLINE), retain=True)
+            self._greeted = True
             return
         _, topic, payload = event
         if topic == self.topics.device_desired(self.device_id):
@@ -325,7 +333,7 @@ class Agent:
         try:
             serving = self.installer.install(
                 bundle_id, data, stored,
-                on_stage=lambda stage: self.reporter.set_install(bundle_id, stage, force=True))
+                on_stage=lambda stage: self._stage(bundle_id, stage))
         except InstallFailed as exc:
             self._fail(token, exc.stage, exc.reason)
             return
@@ -336,6 +344,10 @@ class Agent:
         self.reporter.last_error = None
         log.info("bundle %s active (self-test %s)", bundle_id, serving.selftest.summary())
         self.reporter.set_install(bundle_id, "active", progress=1.0, force=True)
+
+    def _stage(self, bundle_id: str, stage: str) -> None:
+        self.reporter.set_install(bundle_id, stage, force=True)
+        self.systemd.pet(self.clock.monotonic())  # the loop is busy installing, not hung
 
     def _fail(self, token: Token, stage: str, reason: str) -> None:
         bundle_id = token[0]
@@ -363,12 +375,20 @@ class Agent:
         return (t is not None and event is not None and event[0] == "message"
                 and event[1].startswith(f"{self.topics.prefix}/bundles/{t.bundle_id}/"))
 
+    def _status(self) -> str:
+        """systemd's STATUS= line, which `systemctl status edgefleet-agent` shows."""
+        s, m = self.serving, self.cfg.mqtt
+        model = f"active model {s.bundle.name} v{s.bundle.version}" if s else "no model yet"
+        broker = "broker connected" if self.link.connected else f"broker {m.host}:{m.port} not connected"
+        return f"{model}, {broker}" + (f", fetching {self.transfer.bundle_id}" if self.transfer else "")
+
     def _context(self) -> Context:
         want, _ = self._effective_desired()
         try:
             previous = self.store.active_record().get("previous")
         except OSError:
             previous = None
+        board = {"board": self.board.model, "profile": self.cfg.board.profile or self.board.profile,
+                 "detected": self.board.as_dict(), "power_source": self.power.label}
         return Context(self.serving, want.bundle_id, self.desired_source, previous,
-                       {"version": __version__, "board": self.board, "profile": board_profile(self.board),
-                        "local_api": self.local_api_address})
+                       {"version": __version__, **board, "local_api": self.local_api_address})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgefleet.agent.installer import ServingModel
+from edgefleet.agent.power import PowerTelemetry
 from edgefleet.agent.telemetry import ModelStats, SystemSampler, telemetry_payload
 from edgefleet.protocol import messages
 
@@ -92,10 +93,11 @@ class Reporter:
 
 
 def telemetry(device_id: str, interval_s: float, serving: ServingModel | None,
-              system: SystemSampler) -> bytes:
+              system: SystemSampler, power: PowerTelemetry | None = None) -> bytes:
     """Telemetry of the model that serves now; its figures start at its activation."""
     model = runtime = delegate = None
-    inference = (serving.stats if serving else ModelStats()).snapshot()
+    stats = serving.stats if serving else ModelStats()
+    inference = stats.snapshot()
     if serving:
         model, runtime = serving.info(), serving.runtime_info()
         delegate = serving.model.delegate.as_dict()
@@ -104,4 +106,11 @@ def telemetry(device_id: str, interval_s: float, serving: ServingModel | None,
             "load_ms": round(serving.model.load_seconds * 1000, 4),
             "first_inference_ms": round(first * 1000, 4) if first is not None else None,
         }
-    return telemetry_payload(device_id, interval_s, model, runtime, delegate, inference, system.sample())
+    sample = system.sample()
+    energy = None
+    if power is not None:
+        # the accelerator is busy while it invokes; on the CPU the estimate's CPU share covers it
+        on_accelerator = delegate is not None and delegate.get("active") not in (None, "cpu")
+        energy = power.window(inference["count_interval"], stats.interval_invoke_s if on_accelerator else 0.0)
+        sample.update(power.board_state())
+    return telemetry_payload(device_id, interval_s, model, runtime, delegate, inference, sample, energy)

@@ -38,6 +38,8 @@ class ModelStats:
         self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self._count_at_last_report = 0
         self._last_report_at = monotonic()
+        self._invoke_s_at_last_report = 0.0
+        self.interval_invoke_s = 0.0  # invoke time in the last snapshot's interval (busy time)
 
     def record(self, latencies: list[float]) -> None:
         with self._lock:
@@ -58,6 +60,8 @@ class ModelStats:
             count_interval = self.count_total - self._count_at_last_report
             elapsed = now - self._last_report_at
             self._count_at_last_report, self._last_report_at = self.count_total, now
+            self.interval_invoke_s = self._histogram.sum_s - self._invoke_s_at_last_report
+            self._invoke_s_at_last_report = self._histogram.sum_s
             total, errors, histogram = self.count_total, dict(self.errors), self._histogram.as_dict()
         pct = (lambda q: round(float(np.percentile(lat, q)), 4)) if lat.size else (lambda q: None)
         return {
@@ -100,9 +104,10 @@ class SystemSampler:
 
 def telemetry_payload(device_id: str, interval_s: float, model: dict[str, Any] | None,
                       runtime: dict[str, Any] | None, delegate: dict[str, Any] | None,
-                      inference: dict[str, Any], system: dict[str, Any]) -> bytes:
+                      inference: dict[str, Any], system: dict[str, Any],
+                      power: dict[str, Any] | None = None) -> bytes:
     return messages.dumps({
         "schema": messages.TELEMETRY, "device_id": device_id, "ts": time.time(),
         "interval_s": interval_s, "model": model, "runtime": runtime, "delegate": delegate,
-        "inference": inference, "system": system,
+        "inference": inference, "system": system, "power": power,
     })

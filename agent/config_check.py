@@ -1,0 +1,171 @@
+"""`edgefleet agent check-config`: what would stop the agent, found before a unit is enabled.
+
+`load_config` already refuses unknown keys, wrong types and bad values; this adds what a
+parser cannot see: folders that must exist, keys that must load, a broker address in a
+form the MQTT client takes, a runtime that is installed. Every problem says what to fix.
+Nothing here connects to the network or imports a TFLite runtime (fast, and safe to run
+on a board that is serving).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import importlib.util
+import ipaddress
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgefleet.agent.config import AgentConfig, ConfigError, load_config
+from edgefleet.protocol.signing import SignatureError, TrustStore
+
+# one DNS label: letters, digits and inner hyphens (RFC 1123); underscores are common on LANs
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_RUNTIME_MODULES = {"ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime",
+                    "tensorflow": "tensorflow"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    level: str  # "error": the agent cannot do its job; "warning": it can, but likely not as meant
+    key: str  # where in the file, e.g. "[mqtt] host"
+    message: str  # what is wrong and what to do
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.key}: {self.message}"
+
+
+@dataclass
+class Report:
+    path: Path
+    config: AgentConfig | None
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.level == "error" for p in self.problems)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"config": str(self.path), "ok": self.ok, "problems": [asdict(p) for p in self.problems],
+                "resolved": None if self.config is None else {
+                    "state_dir": str(self.config.state_dir), "trust_dir": str(self.config.trust_dir),
+                    "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+                    "local_api": self.config.serve.http}}
+
+
+def check_config(path: str | Path) -> Report:
+    path = Path(path)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return Report(path, None, [Problem("error", "file", str(exc))])
+    problems = [*_trust(cfg), *_state(cfg), *_broker(cfg), *_local_api(cfg), *_runtime(cfg)]
+    return Report(path, cfg, problems)
+
+
+def _trust(cfg: AgentConfig) -> list[Problem]:
+    folder = cfg.trust_dir
+    if not folder.exists():
+        return [Problem("error", "trust_dir", f"{folder} does not exist: create it and copy the "
+                        "publisher's public key into it (edgefleet keys generate writes keys/signing.pub)")]
+    if not folder.is_dir():
+        return [Problem("error", "trust_dir", f"{folder} is a file; give the folder of the .pub keys")]
+    try:
+        keys = TrustStore.from_folder(folder).keys
+    except SignatureError as exc:
+        return [Problem("error", "trust_dir", f"{exc}; remove it or put the publisher's .pub file instead")]
+    except OSError as exc:
+        return [Problem("error", "trust_dir", f"cannot read {folder}: {exc}")]
+    if not keys:
+        return [Problem("warning", "trust_dir", f"{folder} holds no .pub key: every bundle will be "
+                        "refused until you copy the publisher's key into it (no restart needed)")]
+    return []
+
+
+def _state(cfg: AgentConfig) -> list[Problem]:
+    folder = cfg.state_dir
+    if folder.exists():
+        if not folder.is_dir():
+            return [Problem("error", "state_dir", f"{folder} is a file; give a folder (it holds bundles)")]
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return [Problem("error", "state_dir", f"{folder} is not writable by this user; "
+                            "the agent stores downloads and installed bundles there")]
+        return []
+    blocker = next((p for p in folder.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return [Problem("error", "state_dir", f"{blocker} is a file, so {folder} cannot be created")]
+    return []  # created at start (or by systemd's StateDirectory=)
+
+
+def broker_host_problem(host: str) -> str | None:
+    """Why [mqtt] host is not a host name or IP address the MQTT client can connect to."""
+    if not host.strip():
+        return "is empty; give the broker's host name or IP address"
+    if "://" in host:
+        return (f"{host!r} is a URL; give the host alone, e.g. host = \"broker.local\", and the "
+                "port in [mqtt] port")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None if host == host.strip("[]") else f"write the IPv6 address {host!r} without brackets"
+    except ValueError:
+        pass
+    name, _, port = host.rpartition(":")
+    if name and port.isdigit():
+        return f"{host!r} holds a port; write host = {name!r} and port = {port} in [mqtt]"
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"{host!r} is not a host name (letters, digits, '-' and '.') nor an IP address"
+    return None
+
+
+def _broker(cfg: AgentConfig) -> list[Problem]:
+    why = broker_host_problem(cfg.mqtt.host)
+    return [Problem("error", "[mqtt] host", why)] if why else []
+
+
+def _local_api(cfg: AgentConfig) -> list[Problem]:
+    http = cfg.serve.http
+    if not http:
+        return []
+    if http.startswith("unix:"):
+        sock = Path(http[len("unix:"):])
+        if not http[len("unix:"):] or sock.is_dir():
+            return [Problem("error", "[serve] http", "give the socket's file name, e.g. "
+                            "\"unix:/run/edgefleet/agent.sock\"")]
+        return []
+    host = http.rpartition(":")[0].strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        return [Problem("warning", "[serve] http", f"the local API has no authentication and {http} "
+                        "is reachable from the network; use 127.0.0.1:PORT or a unix: socket unless "
+                        "that is what you want")]
+    return []
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _runtime(cfg: AgentConfig) -> list[Problem]:
+    rt = cfg.runtime
+    wanted = ["ai-edge-litert", "tflite-runtime"] if rt.runtime == "auto" else [rt.runtime]
+    problems = []
+    if not any(_installed(_RUNTIME_MODULES[name]) for name in wanted):
+        problems.append(Problem("error", "[runtime] runtime", f"{' or '.join(wanted)} is not installed "
+                                "in this Python; pip install 'edgefleet[device]' (on 32-bit Raspberry Pi OS: "
+                                "pip install tflite-runtime==2.14.0 'numpy<2')"))
+    if rt.delegate == "edgetpu" and ctypes.util.find_library("edgetpu") is None:
+        level = "warning" if rt.allow_cpu_fallback else "error"
+        problems.append(Problem(level, "[runtime] delegate", "libedgetpu.so.1 is not installed, so "
+                                "every model would " + ("run on the CPU" if rt.allow_cpu_fallback else
+                                                        "be refused") + "; install libedgetpu1-std "
+                                "from Coral's package repository"))
+    return problems

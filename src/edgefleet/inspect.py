@@ -47,7 +47,21 @@ def analyse_model(data: bytes) -> dict[str, Any]:
         "edgetpu": {k: v for k, v in edgetpu.as_dict().items() if k != "ops"},
         "npu": check_npu(graph),
         "xnnpack_sparse": check_xnnpack_sparse(graph),
+        "cpu_delegation": _cpu_delegation(data),
     }
+
+
+def _cpu_delegation(data: bytes) -> dict[str, Any]:
+    """What XNNPACK takes when this machine's runtime loads the model (measured, not predicted)."""
+    try:
+        from edgefleet.runtime import RuntimeLoadError, TFLiteModel
+    except ImportError as exc:
+        return {"error": f"no TFLite runtime here: {exc}"}
+    try:
+        share = TFLiteModel(data, num_threads=1).delegate.share
+    except (RuntimeLoadError, ValueError) as exc:
+        return {"error": str(exc)}
+    return share or {"error": "this runtime does not list its nodes"}
 
 
 def _tensor_line(t: dict[str, Any]) -> str:
@@ -72,7 +86,17 @@ def model_text(a: dict[str, Any]) -> list[str]:
         f"  Edge TPU (predicted, {tpu['ops_mapped']}/{tpu['ops_total']} ops): {tpu_text}",
         f"  NPU delegates: {a['npu'].get('summary', 'ready' if a['npu'].get('ready') else 'not ready')}",
         f"  XNNPACK sparse inference: {'applies' if a['xnnpack_sparse']['applies'] else 'does not apply'}",
+        f"  on this machine's CPU: {_delegation_text(a.get('cpu_delegation') or {})}",
     ]
+
+
+def _delegation_text(d: dict[str, Any]) -> str:
+    if "error" in d:
+        return f"not loaded ({d['error']})"
+    left = ", ".join(f"{name} x{n}" for name, n in sorted(d["left_to_runtime_kernels"].items()))
+    work = f"{100 * d['work_share']:.1f} %" if d["work_share"] is not None else "n/a"
+    return (f"{d['delegate']} runs {d['ops_delegated']}/{d['ops_total']} ops ({work} of the estimated work)"
+            + (f"; left to the runtime's own kernels: {left}" if left else ""))
 
 
 def inspect_path(path: Path, trust_dir: Path | None = None) -> dict[str, Any]:

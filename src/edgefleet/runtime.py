@@ -89,10 +89,11 @@ class DelegateReport:
     active: str
     fallback_reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    share: dict[str, Any] | None = None  # what the delegate really took (edgefleet.delegation)
 
     def as_dict(self) -> dict[str, Any]:
         return {"requested": self.requested, "active": self.active,
-                "fallback_reason": self.fallback_reason, "notes": self.notes}
+                "fallback_reason": self.fallback_reason, "notes": self.notes, "delegated": self.share}
 
 
 class TFLiteModel:
@@ -140,9 +141,24 @@ class TFLiteModel:
         except (ValueError, RuntimeError) as exc:
             raise RuntimeLoadError(f"{self.runtime.name} could not load the model: {exc}") from None
         self.load_seconds = time.perf_counter() - started  # interpreter, delegates, tensors
+        self.delegate.share = self._delegated_share(model_bytes)
         self.signature, self.inputs, self.outputs = _io_specs(self._interpreter)
         self._lock = threading.Lock()
         self.cold_start_seconds: float | None = None
+
+    def _delegated_share(self, model_bytes: bytes) -> dict[str, Any] | None:
+        """Which ops the applied delegate took (None where the runtime does not list its nodes)."""
+        from edgefleet.delegation import delegated_share
+        from edgefleet.tflite_graph import read_graph
+
+        try:
+            nodes = self._interpreter._get_ops_details()  # LiteRT's node list (a private method)
+            graph = read_graph(model_bytes)
+        except Exception:  # tflite-runtime builds without the node list, or no schema module
+            return None
+        applied = any(n["op_name"] == "DELEGATE" for n in nodes)
+        name = ("XNNPACK" if self.delegate.active == "cpu" else self.delegate.active) if applied else "none"
+        return delegated_share(graph, nodes, name).as_dict()
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -33,7 +33,10 @@ def test_after_a_swap_the_new_model_s_figures_start_from_zero(tmp_path, broker, 
         assert status == 200
         status, _ = http_infer(agent.http_port, npy_bytes(tiny.x[:2, :4]))  # does not fit the input
         assert status == 400
-        old = _telemetry_of(watcher, topics, v1, 29)["inference"]
+        first = _telemetry_of(watcher, topics, v1, 29)
+        old = first["inference"]
+        # no silent fallback: what XNNPACK took is in telemetry (and in reported's active.delegate)
+        assert first["delegate"]["delegated"]["left_to_runtime_kernels"]["SOFTMAX"] == 1
         assert old["errors_by_kind"]["input"] == 1 and old["errors_total"] == 1
         assert old["latency_samples"] == 29 and old["latency_p99_ms"] > 0
         histogram = Histogram.from_dict(old["latency_histogram"])

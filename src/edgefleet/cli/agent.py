@@ -26,6 +26,7 @@ def agent() -> None:
       edgefleet agent check-config /etc/edgefleet/agent.toml
       sudo edgefleet agent install-service --config /etc/edgefleet/agent.toml
       edgefleet agent run --config /etc/edgefleet/agent.toml
+      edgefleet agent bench model.tflite --runs 500
     """
 
 
@@ -64,6 +65,50 @@ def agent_run(config_path: Path, log_level: str) -> None:
         Agent(cfg).run()
     except AgentStartError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@agent.command("bench")
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--runs", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="Timed inferences (after the warm-up).")
+@click.option("--warmup", type=click.IntRange(0, 10_000), default=10, show_default=True,
+              help="Untimed inferences first, as litert-benchmark's --warmup_runs.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Interpreter threads, as litert-benchmark's --num_threads.")
+@click.option("--delegate", type=click.Choice(["cpu", "edgetpu"]), default="cpu", show_default=True,
+              help="cpu (XNNPACK) or edgetpu (libedgetpu.so.1; refused when it does not load).")
+@click.option("--profile", default="", help="Board profile for the power estimate (default: detected).")
+@click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
+def agent_bench(model_path: Path, runs: int, warmup: int, threads: int, delegate: str, profile: str,
+                as_json: bool) -> None:
+    """Time MODEL (.tflite or bundle) on this board as litert-benchmark does, plus its memory
+    and its power and energy per inference (measured where the board has a sensor, else the
+    profile's estimate, labelled).
+
+    \b
+    Example:
+      edgefleet agent bench digits-1.efb --runs 500 --threads 2
+      litert-benchmark --model model.tflite --num_runs 500 --num_threads 2   # to compare
+    """
+    need("device", "psutil")
+    from edgefleet.agent.bench import BenchOptions, bench, bench_text
+    from edgefleet.agent.config import BoardSettings
+    from edgefleet.devices.profiles import list_profiles
+    from edgefleet.protocol.bundle import BundleError
+    from edgefleet.runtime import RuntimeLoadError
+
+    if profile and profile not in list_profiles():
+        raise click.BadParameter(f"{profile!r} is not a board profile; choose one of {list_profiles()}",
+                                 param_hint="--profile")
+    options = BenchOptions(runs, warmup, threads, delegate, BoardSettings(profile=profile))
+    try:
+        result = bench(model_path, options)
+    except (RuntimeLoadError, BundleError, ValueError) as exc:
+        raise click.ClickException(f"{model_path}: {exc}") from None
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo("\n".join(bench_text(result)))
 
 
 @agent.command("check-config")

@@ -1,0 +1,96 @@
+"""`edgefleet agent bench` against `litert-benchmark` (shipped with ai-edge-litert) on the same
+models and thread count, alternated in one run, checked against issue 9's bar (p50 within
+10 %). The two also compare LiteRT's two APIs on this machine: the agent runs the
+`Interpreter`, litert-benchmark the `CompiledModel` API.
+
+    .venv/bin/python benchmarks/agent_bench_vs_litert.py [--write-docs docs/benchmarks.md] [--runs N]
+
+Models: the digits CNN and MobileNetV2 0.35/96 (1000 classes, weights=None), full int8, as
+in agent_overhead_bench.py. Each tool runs ROUNDS times per model, alternating, in its own
+process; the figure is the median of the rounds' medians. Needs TensorFlow for the
+conversions. Exits 1 when a bar is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from agent_overhead_bench import build_models, log  # benchmarks/, the script's own folder
+from docs_sections import write_section
+
+BAR = 0.10  # |agent bench p50 / litert-benchmark p50 - 1|
+ROUNDS = 3
+
+
+def _agent(model: Path, runs: int, threads: int) -> float:
+    out = subprocess.run([sys.executable, "-m", "edgefleet", "agent", "bench", str(model),
+                          "--runs", str(runs),
+                          "--threads", str(threads), "--json"], capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout)["latency"]["median_ms"])
+
+
+def _litert(model: Path, runs: int, threads: int, work: Path) -> float:
+    result = work / "litert.json"
+    tool = Path(sys.executable).parent / "litert-benchmark"
+    subprocess.run([str(tool), "--model", str(model), "--num_runs", str(runs), "--warmup_runs", "10",
+                    "--num_threads", str(threads), "--result_json", str(result)],
+                   capture_output=True, text=True, check=True)
+    return float(json.loads(result.read_text())["latency"]["median_ms"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write-docs", type=Path, help="Write the results as a section of this Markdown.")
+    parser.add_argument("--runs", type=int, default=500, help="Timed runs per tool and round (default 500).")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    from edgefleet.agent.bench import model_bytes
+    from edgefleet.protocol.signing import generate_keypair
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgefleet-bench-vs-litert-") as tmp:
+        work = Path(tmp)
+        private, _ = generate_keypair(work / "keys")
+        for name, bundle in build_models(work, private).items():
+            model = work / f"{bundle.stem}.tflite"  # litert-benchmark takes a .tflite
+            model.write_bytes(model_bytes(bundle))
+            ours, theirs = [], []
+            for _ in range(ROUNDS):
+                log(f"{name}: edgefleet agent bench, litert-benchmark")
+                ours.append(_agent(model, args.runs, args.threads))
+                theirs.append(_litert(model, args.runs, args.threads, work))
+            rows.append((name, statistics.median(ours), statistics.median(theirs)))
+    command = "python benchmarks/agent_bench_vs_litert.py" + (f" --write-docs {args.write_docs}"
+                                                             if args.write_docs else "")
+    lines = ["## `edgefleet agent bench` against `litert-benchmark` (issue 9)", "",
+             f"Produced by `{command}`: {args.runs} timed runs after 10 warm-up runs, {args.threads} "
+             f"thread(s), each tool {ROUNDS} times per model alternately in fresh processes; medians of "
+             "the rounds' medians. The agent times `Interpreter.invoke()`; litert-benchmark the "
+             "`CompiledModel` API (its CPU accelerator, XNNPACK). litert-benchmark prints two decimals "
+             "of a millisecond, which bounds the comparison for models that run in microseconds.", "",
+             "| model | agent bench p50 ms | litert-benchmark p50 ms | ratio | bar | |",
+             "|---|---:|---:|---:|---|---|"]
+    missed = []
+    for name, ours, theirs in rows:
+        ratio = ours / theirs if theirs else float("inf")
+        ok = abs(ratio - 1) <= BAR
+        missed += [] if ok else [name]
+        lines.append(f"| {name} | {ours:.3f} | {theirs:.3f} | {ratio:.3f} | within {BAR:.0%} "
+                     f"| {'pass' if ok else 'MISSED'} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write_docs:
+        write_section(args.write_docs, "agent_bench_vs_litert", text)
+    if missed:
+        log(f"bars missed: {missed}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

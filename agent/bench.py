@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import psutil
 
 from edgefleet.agent.config import BoardSettings
-from edgefleet.agent.power import board_setup
+from edgefleet.agent.power import PowerTelemetry, board_setup
 from edgefleet.protocol.bundle import check_contents
 from edgefleet.runtime import TFLiteModel, find_runtime
 
@@ -33,6 +34,7 @@ class BenchOptions:
     threads: int = 1
     delegate: str = "cpu"
     board: BoardSettings | None = None
+    api: str = "interpreter"  # interpreter (what the agent runs) | compiled (LiteRT's CompiledModel)
 
 
 def model_bytes(path: Path) -> bytes:
@@ -63,37 +65,81 @@ def _stats(times: list[float]) -> dict[str, float]:
             "p5_ms": float(np.percentile(ms, 5)), "p95_ms": float(np.percentile(ms, 95)), "num_runs": len(ms)}
 
 
-def bench(path: Path, options: BenchOptions) -> dict[str, Any]:
-    """Every figure of one benchmark of the model at PATH (see the module's docstring)."""
-    data = model_bytes(path)
-    find_runtime("auto")  # the runtime's own libraries load first: the model's memory is what follows
-    process = psutil.Process()
-    rss_before = process.memory_info().rss
-    model = TFLiteModel(data, delegate=options.delegate, num_threads=options.threads)
-    _inputs(model)
-    invoke = model._interpreter.invoke
+def _time(run: Callable[[], Any], options: BenchOptions,
+          power: PowerTelemetry) -> tuple[float, list[float], list[float]]:
+    """The first run, the warm-up runs and the timed runs of RUN, in seconds."""
     start = time.perf_counter()
-    invoke()
+    run()
     first = time.perf_counter() - start
     warm = []
     for _ in range(options.warmup):
         start = time.perf_counter()
-        invoke()
+        run()
         warm.append(time.perf_counter() - start)
-    _, power = board_setup(options.board or BoardSettings())
     power.window(0, 0.0)  # the energy window starts with the timed runs
     times = []
     for _ in range(options.runs):
         start = time.perf_counter()
-        invoke()
+        run()
         times.append(time.perf_counter() - start)
         power.sample()
-    busy = sum(times) if model.delegate.active != "cpu" else 0.0
+    return first, warm, times
+
+
+def _interpreter(data: bytes, options: BenchOptions) -> tuple[float, Callable[[], Any], dict[str, Any]]:
+    model = TFLiteModel(data, delegate=options.delegate, num_threads=options.threads)
+    _inputs(model)
+    return model.load_seconds, model._interpreter.invoke, model.delegate.as_dict()
+
+
+def _compiled(data: bytes, options: BenchOptions) -> tuple[float, Callable[[], Any], dict[str, Any]]:
+    """LiteRT's CompiledModel API on its CPU accelerator, run as litert-benchmark runs it."""
+    if options.delegate != "cpu":
+        raise ValueError("--api compiled runs on LiteRT's CPU accelerator only (--delegate cpu)")
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.cpu_options import CpuOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import Options
+
+    start = time.perf_counter()
+    model = CompiledModel.from_buffer(data, options=Options(HardwareAccelerator.CPU,
+                                                            cpu_options=CpuOptions(num_threads=options.threads)))
+    init = time.perf_counter() - start
+    signature = next(iter(model.get_signature_list()), "serving_default")
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for name, detail in model.get_input_tensor_details(signature).items():
+        buffer = model.create_input_buffer_by_name(signature, name)
+        dtype = np.dtype(detail.get("dtype", "float32"))
+        shape = detail.get("shape", [1])
+        buffer.write(rng.integers(-128, 128, shape).astype(dtype) if dtype.kind in "iu"
+                     else rng.random(shape).astype(dtype))
+        inputs[name] = buffer
+    outputs = {name: model.create_output_buffer_by_name(signature, name)
+               for name in model.get_output_tensor_details(signature)}
+    return init, lambda: model.run_by_name(signature, inputs, outputs), {
+        "requested": "cpu", "active": "LiteRT CPU accelerator (XNNPACK)",
+        "fully_accelerated": model.is_fully_accelerated()}
+
+
+def bench(path: Path, options: BenchOptions) -> dict[str, Any]:
+    """Every figure of one benchmark of the model at PATH (see the module's docstring)."""
+    data = model_bytes(path)
+    runtime = find_runtime("auto")  # its libraries load first: the model's memory is what follows
+    if options.api == "compiled" and runtime.name != "ai-edge-litert":
+        raise ValueError(f"--api compiled needs ai-edge-litert; this board has {runtime.name}")
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    init, run, delegate = (_compiled if options.api == "compiled" else _interpreter)(data, options)
+    _, power = board_setup(options.board or BoardSettings())
+    first, warm, times = _time(run, options, power)
+    busy = sum(times) if delegate["active"] not in ("cpu",) and options.api != "compiled" else 0.0
     return {
         "model": str(path), "model_size_bytes": len(data), "num_threads": options.threads,
-        "runtime": {"name": model.runtime.name, "version": model.runtime.version, "api": "Interpreter"},
-        "delegate": model.delegate.as_dict(),
-        "latency": {"init_ms": model.load_seconds * 1000.0, "warmup_first_ms": first * 1000.0,
+        "runtime": {"name": runtime.name, "version": runtime.version,
+                    "api": "CompiledModel" if options.api == "compiled" else "Interpreter"},
+        "delegate": delegate,
+        "latency": {"init_ms": init * 1000.0, "warmup_first_ms": first * 1000.0,
                     "warmup_avg_ms": statistics.fmean(warm) * 1000.0 if warm else None,
                     "num_warmup_runs": options.warmup, **_stats(times)},
         "memory": {"rss_added_bytes": process.memory_info().rss - rss_before,
@@ -109,6 +155,7 @@ def _ms(value: float | None) -> str:
 def bench_text(r: dict[str, Any]) -> list[str]:
     """The figures in litert-benchmark's layout, then memory, power and what the delegate took."""
     lat, power, share = r["latency"], r["power"], r["delegate"].get("delegated") or {}
+    full = r["delegate"].get("fully_accelerated", share.get("ops_share") == 1.0)
     lines = ["=" * 40, " BENCHMARK RESULTS (edgefleet agent bench)", "=" * 40,
              f"Model initialization:  {_ms(lat['init_ms'])}",
              f"Warmup (first):        {_ms(lat['warmup_first_ms'])}",
@@ -120,7 +167,7 @@ def bench_text(r: dict[str, Any]) -> list[str]:
              f"Inference (std):       {_ms(lat['std_ms'])}",
              f"Inference (p5):        {_ms(lat['p5_ms'])}",
              f"Inference (p95):       {_ms(lat['p95_ms'])}",
-             f"Fully accelerated:     {share.get('ops_share') == 1.0}",
+             f"Fully accelerated:     {full}",
              "=" * 40,
              f"runtime {r['runtime']['name']} {r['runtime']['version']} ({r['runtime']['api']}), "
              f"{r['num_threads']} thread(s), delegate {r['delegate']['active']}",

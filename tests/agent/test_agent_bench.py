@@ -46,3 +46,13 @@ def test_what_it_cannot_run_is_a_clear_error(tmp_path):
     assert proc.returncode == 1 and "broken.tflite" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("agent", "bench", str(broken), "--profile", "no-such-board")
     assert proc.returncode == 2 and "not a board profile" in proc.stderr
+
+
+def test_the_compiled_model_api_is_timed_as_litert_benchmark_times_it(tiny):
+    proc = run_cli("agent", "bench", str(tiny.tflite), "--runs", "20", "--api", "compiled", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["runtime"]["api"] == "CompiledModel" and result["latency"]["num_runs"] == 20
+    assert result["delegate"]["fully_accelerated"] is False  # XNNPACK leaves five ops, as above
+    proc = run_cli("agent", "bench", str(tiny.tflite), "--api", "compiled", "--delegate", "edgetpu")
+    assert proc.returncode == 1 and "CPU accelerator only" in proc.stderr

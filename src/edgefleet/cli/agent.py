@@ -77,9 +77,13 @@ def agent_run(config_path: Path, log_level: str) -> None:
               help="Interpreter threads, as litert-benchmark's --num_threads.")
 @click.option("--delegate", type=click.Choice(["cpu", "edgetpu"]), default="cpu", show_default=True,
               help="cpu (XNNPACK) or edgetpu (libedgetpu.so.1; refused when it does not load).")
+@click.option("--api", type=click.Choice(["interpreter", "compiled"]), default="interpreter",
+              show_default=True,
+              help="LiteRT's Interpreter (what the agent runs) or its CompiledModel API (what "
+                   "litert-benchmark runs).")
 @click.option("--profile", default="", help="Board profile for the power estimate (default: detected).")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
-def agent_bench(model_path: Path, runs: int, warmup: int, threads: int, delegate: str, profile: str,
+def agent_bench(model_path: Path, runs: int, warmup: int, threads: int, delegate: str, api: str, profile: str,
                 as_json: bool) -> None:
     """Time MODEL (.tflite or bundle) on this board as litert-benchmark does, plus its memory
     and its power and energy per inference (measured where the board has a sensor, else the
@@ -100,7 +104,7 @@ def agent_bench(model_path: Path, runs: int, warmup: int, threads: int, delegate
     if profile and profile not in list_profiles():
         raise click.BadParameter(f"{profile!r} is not a board profile; choose one of {list_profiles()}",
                                  param_hint="--profile")
-    options = BenchOptions(runs, warmup, threads, delegate, BoardSettings(profile=profile))
+    options = BenchOptions(runs, warmup, threads, delegate, BoardSettings(profile=profile), api)
     try:
         result = bench(model_path, options)
     except (RuntimeLoadError, BundleError, ValueError) as exc:

@@ -8,42 +8,44 @@ a partition is what lies between a DELEGATE node's inputs and its outputs, found
 walking back from each output through the nodes that produce it. The rest runs on the
 runtime's own kernels (the CPU's reference or optimised builtins).
 
-Work is estimated from the graph: multiply-accumulates for the convolutions, fully connected
-and batch matmul ops, one unit per output element for every other op. Subgraph 0 only
-(control-flow subgraphs are not partitioned here).
+Work is estimated from the tensors' shapes: multiply-accumulates for the convolutions, fully
+connected and batch matmul ops, one unit per output element for every other op. The node list
+and the shapes come from the interpreter itself, so a board needs no flatbuffer schema module
+for this. The primary subgraph only (control-flow subgraphs are not partitioned here).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgefleet.tflite_graph import Graph, OpInfo
+Shape = Callable[[int], tuple[int, ...]]  # a tensor's shape by its index
 
 
 def _elements(shape: tuple[int, ...]) -> int:
     return math.prod(max(d, 1) for d in shape) if shape else 1
 
 
-def op_work(graph: Graph, op: OpInfo) -> int:
-    """Estimated multiply-accumulates of OP (output elements for ops without a kernel)."""
-    out = graph.tensor(op.subgraph, op.outputs[0]).shape if op.outputs else ()
-    weights = (graph.tensor(op.subgraph, op.inputs[1]).shape
-               if len(op.inputs) > 1 and op.inputs[1] >= 0 else ())
-    if op.name == "CONV_2D" and len(weights) == 4:  # [out_c, kh, kw, in_c]
+def op_work(node: dict[str, Any], shape: Shape) -> int:
+    """Estimated multiply-accumulates of NODE (output elements for ops without a kernel)."""
+    name = node["op_name"]
+    inputs, outputs = [int(t) for t in node["inputs"]], [int(t) for t in node["outputs"]]
+    out = shape(outputs[0]) if outputs else ()
+    weights = shape(inputs[1]) if len(inputs) > 1 and inputs[1] >= 0 else ()
+    if name == "CONV_2D" and len(weights) == 4:  # [out_c, kh, kw, in_c]
         return _elements(out) * weights[1] * weights[2] * weights[3]
-    if op.name == "DEPTHWISE_CONV_2D" and len(weights) == 4:  # [1, kh, kw, out_c]
+    if name == "DEPTHWISE_CONV_2D" and len(weights) == 4:  # [1, kh, kw, out_c]
         return _elements(out) * weights[1] * weights[2]
-    if op.name == "FULLY_CONNECTED" and len(weights) == 2:  # [units, in]
+    if name == "FULLY_CONNECTED" and len(weights) == 2:  # [units, in]
         return _elements(out) * weights[1]
-    if op.name == "TRANSPOSE_CONV" and len(op.inputs) > 2:  # inputs: shape, weights, input
-        w = graph.tensor(op.subgraph, op.inputs[1]).shape
-        x = graph.tensor(op.subgraph, op.inputs[2]).shape
+    if name == "TRANSPOSE_CONV" and len(inputs) > 2:  # inputs: output shape, weights, input
+        w, x = shape(inputs[1]), shape(inputs[2])
         return _elements(x) * (w[0] * w[1] * w[2] if len(w) == 4 else 1)
-    if op.name == "BATCH_MATMUL" and op.inputs:
-        a = graph.tensor(op.subgraph, op.inputs[0]).shape
+    if name == "BATCH_MATMUL" and inputs:
+        a = shape(inputs[0])
         return _elements(out) * (a[-1] if a else 1)
     return _elements(out)
 
@@ -94,11 +96,12 @@ class DelegatedShare:
                 f"own kernels: {left}")
 
 
-def delegated_share(graph: Graph, nodes: list[dict[str, Any]], delegate: str) -> DelegatedShare:
-    """The share of GRAPH's subgraph-0 ops and work that DELEGATE took, from the node list."""
-    ops = [op for op in graph.ops if op.subgraph == 0]
+def delegated_share(nodes: list[dict[str, Any]], shape: Shape, delegate: str) -> DelegatedShare:
+    """The share of the model's ops and work that DELEGATE took, from the interpreter's node list
+    (its original nodes first, then one DELEGATE node per partition) and tensor shapes."""
+    ops = [n for n in nodes if n["op_name"] != "DELEGATE"]
     taken = partitions(nodes)
-    work = [op_work(graph, op) for op in ops]
-    left = Counter(op.name for i, op in enumerate(ops) if i not in taken)
-    return DelegatedShare(delegate, len(ops), sum(1 for i in range(len(ops)) if i in taken), sum(work),
-                          sum(w for i, w in enumerate(work) if i in taken), dict(left))
+    work = {n["index"]: op_work(n, shape) for n in ops}
+    left = Counter(n["op_name"] for n in ops if n["index"] not in taken)
+    return DelegatedShare(delegate, len(ops), sum(1 for n in ops if n["index"] in taken), sum(work.values()),
+                          sum(w for i, w in work.items() if i in taken), dict(left))

@@ -141,24 +141,29 @@ class TFLiteModel:
         except (ValueError, RuntimeError) as exc:
             raise RuntimeLoadError(f"{self.runtime.name} could not load the model: {exc}") from None
         self.load_seconds = time.perf_counter() - started  # interpreter, delegates, tensors
-        self.delegate.share = self._delegated_share(model_bytes)
+        self.delegate.share = self._delegated_share()
         self.signature, self.inputs, self.outputs = _io_specs(self._interpreter)
         self._lock = threading.Lock()
         self.cold_start_seconds: float | None = None
 
-    def _delegated_share(self, model_bytes: bytes) -> dict[str, Any] | None:
+    def _delegated_share(self) -> dict[str, Any] | None:
         """Which ops the applied delegate took (None where the runtime does not list its nodes)."""
         from edgefleet.delegation import delegated_share
-        from edgefleet.tflite_graph import read_graph
 
+        interpreter = self._interpreter
         try:
-            nodes = self._interpreter._get_ops_details()  # LiteRT's node list (a private method)
-            graph = read_graph(model_bytes)
-        except Exception:  # tflite-runtime builds without the node list, or no schema module
+            nodes = interpreter._get_ops_details()  # LiteRT's node list (a private method)
+        except Exception:  # a runtime build without it
             return None
         applied = any(n["op_name"] == "DELEGATE" for n in nodes)
         name = ("XNNPACK" if self.delegate.active == "cpu" else self.delegate.active) if applied else "none"
-        return delegated_share(graph, nodes, name).as_dict()
+        def shape(index: int) -> tuple[int, ...]:
+            return tuple(int(d) for d in interpreter._get_tensor_details(index, 0)["shape"])
+
+        try:
+            return delegated_share(nodes, shape, name).as_dict()
+        except Exception:  # a node list in another shape than LiteRT 2.x's: no share rather than no model
+            return None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -32,7 +32,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/support.py: the private broker and the agent process
 
-from docs_sections import write_section  # noqa: E402  (benchmarks/, the script's own folder)
+from agent_overhead_bench import signing_keys  # noqa: E402  (benchmarks/, the script's own folder)
+from docs_sections import write_section  # noqa: E402
 
 from tests.support import AgentProcess, Mosquitto, Watcher, find_mosquitto, is_active, publish_cli  # noqa: E402
 
@@ -83,14 +84,10 @@ def main() -> int:
     from edgefleet.converter.build import convert
     from edgefleet.converter.digits import write_digits_files
     from edgefleet.protocol.bundle import check_contents
-    from edgefleet.protocol.signing import generate_keypair
 
     with tempfile.TemporaryDirectory(prefix="edgefleet-footprint-") as tmp:
         work = Path(tmp)
-        private, public = generate_keypair(work / "keys")
-        trust = work / "trust"
-        trust.mkdir()
-        (trust / public.name).write_bytes(public.read_bytes())
+        private, trust = signing_keys(work)
         paths = write_digits_files(work / "digits")
         bundle = work / "digits.efb"
         log("converting the digits CNN to int8")

@@ -245,6 +245,17 @@ def render(results: dict[str, dict[str, float]], runs: int, command: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def signing_keys(work: Path) -> tuple[Path, Path]:
+    """A key pair under WORK and a trust folder holding its public key: (private key, trust folder)."""
+    from edgefleet.protocol.signing import generate_keypair
+
+    private, public = generate_keypair(work / "keys")
+    trust = work / "trust"
+    trust.mkdir()
+    (trust / public.name).write_bytes(public.read_bytes())
+    return private, trust
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write-docs", type=Path, help="Write the results as a section of this Markdown.")
@@ -254,14 +265,9 @@ def main() -> int:
     if binary is None:
         log("needs the mosquitto binary (apt-get install mosquitto)")
         return 2
-    from edgefleet.protocol.signing import generate_keypair
-
     with tempfile.TemporaryDirectory(prefix="edgefleet-overhead-") as tmp:
         work = Path(tmp)
-        private, public = generate_keypair(work / "keys")
-        trust = work / "trust"
-        trust.mkdir()
-        (trust / public.name).write_bytes(public.read_bytes())
+        private, trust = signing_keys(work)
         keys = {"private": private, "trust": trust}
         bundles = build_models(work, private)
         broker = Mosquitto(binary, work).start()

@@ -1,11 +1,12 @@
 # Sourced by scripts/demo and scripts/test: create or reuse .venv and install the
 # extras the caller names, reinstalling only when pyproject.toml has changed; and, for
-# scripts/test, the device-only environment .venvs/device.
+# scripts/test, the device-only environment .venvs/device and the legacy one .venvs/legacy.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${EDGEFLEET_VENV:-$ROOT/.venv}"
 DEVICE_VENV="${EDGEFLEET_DEVICE_VENV:-$ROOT/.venvs/device}"
+LEGACY_VENV="${EDGEFLEET_LEGACY_VENV:-$ROOT/.venvs/legacy}"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; elif sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi
@@ -66,3 +67,31 @@ ensure_device_venv() {  # .venvs/device: edgefleet[device,fleet] and pytest, no 
     "$DEVICE_VENV/bin/python" -m pip install -q --no-deps --force-reinstall "$ROOT"
     rm -rf "$ROOT/build"
 }
+
+legacy_python() {  # a Python that tflite-runtime 2.14 has wheels for (3.8 to 3.11), or nothing
+    for py in python3.11 python3.10 python3.9; do
+        if command -v "$py" >/dev/null; then echo "$py"; return 0; fi
+    done
+    return 1
+}
+
+ensure_legacy_venv() {  # .venvs/legacy: edgefleet[device] on tflite-runtime 2.14 and NumPy 1.x, as on
+    local stamp want py  # 32-bit Raspberry Pi OS, where ai-edge-litert has no wheel
+    py="$(legacy_python)" || return 1
+    [ -x "$LEGACY_VENV/bin/python" ] || "$py" -m venv "$LEGACY_VENV"
+    rm -rf "$ROOT/build"
+    stamp="$LEGACY_VENV/.edgefleet-installed"
+    want="legacy $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "==> installing edgefleet[device] on tflite-runtime 2.14 and NumPy 1.x into $LEGACY_VENV"
+        "$LEGACY_VENV/bin/python" -m pip install -q --upgrade pip
+        "$LEGACY_VENV/bin/python" -m pip install -q "$ROOT[device]" pytest
+        # what a board without an ai-edge-litert wheel has: tflite-runtime, which needs NumPy 1.x
+        "$LEGACY_VENV/bin/python" -m pip uninstall -q -y ai-edge-litert
+        "$LEGACY_VENV/bin/python" -m pip install -q "tflite-runtime==2.14.*" "numpy<2"
+        echo "$want" > "$stamp"
+    fi
+    "$LEGACY_VENV/bin/python" -m pip install -q --no-deps --force-reinstall "$ROOT"
+    rm -rf "$ROOT/build"
+}
+

@@ -129,8 +129,6 @@ class TFLiteModel:
                         "installed, or set delegate = \"cpu\" (or allow_cpu_fallback = true)"
                     ) from None
                 self.delegate.fallback_reason = reason
-        if self.delegate.active == "cpu":
-            self.delegate.notes.append("LiteRT applies its XNNPACK delegate on the CPU by default")
         started = time.perf_counter()
         try:
             self._interpreter = self.runtime.interpreter(
@@ -142,9 +140,21 @@ class TFLiteModel:
             raise RuntimeLoadError(f"{self.runtime.name} could not load the model: {exc}") from None
         self.load_seconds = time.perf_counter() - started  # interpreter, delegates, tensors
         self.delegate.share = self._delegated_share()
+        if self.delegate.active == "cpu":
+            self.delegate.notes.append(self._cpu_note())
         self.signature, self.inputs, self.outputs = _io_specs(self._interpreter)
         self._lock = threading.Lock()
         self.cold_start_seconds: float | None = None
+
+    def _cpu_note(self) -> str:
+        """What runs on the CPU, as the node list shows it (tflite-runtime 2.14 applies no
+        XNNPACK to int8 models, LiteRT does)."""
+        share = self.delegate.share
+        if share is not None and share["delegate"] == "none":
+            return f"{self.runtime.name} applied no delegate: every op runs on its builtin kernels"
+        if self.runtime.name == "ai-edge-litert":
+            return "LiteRT applies its XNNPACK delegate on the CPU by default"
+        return f"{self.runtime.name} applies its XNNPACK delegate on the CPU by default"
 
     def _delegated_share(self) -> dict[str, Any] | None:
         """Which ops the applied delegate took (None where the runtime does not list its nodes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import click
@@ -50,8 +51,11 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
         client = connect(broker, "publish")
     except (SignatureError, BrokerError) as exc:
         raise click.ClickException(str(exc)) from None
+    # a progress bar where rich is installed (the fleet extra); a board with the device extra alone
+    # publishes without one
+    bar_wanted = not as_json and importlib.util.find_spec("rich") is not None
     try:
-        if as_json:
+        if not bar_wanted:
             result = publish_bundle(client, Topics(prefix), bundle, signing_key, devices, groups,
                                     chunk_size)
         else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgefleet.converter.errors import ConversionError
-from edgefleet.devices.board import board_profile
+from edgefleet.devices.detect import generic_profile
 
 # "auto" (CPU boards): build these and keep what the accuracy gate and size allow
 AUTO_VARIANTS = "int8,float16,dynamic"
@@ -34,7 +34,7 @@ def resolve_target(name: str | None) -> Target:
     from edgefleet.devices.profiles import ProfileError, load_profile
 
     if name in (None, "generic"):
-        name = board_profile(None)
+        name = generic_profile()
     try:
         profile = load_profile(name)
     except ProfileError as exc:

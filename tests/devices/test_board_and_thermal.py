@@ -2,25 +2,25 @@
 
 from pathlib import Path
 
-from edgefleet.devices.board import board_model, board_profile
+from edgefleet.devices.detect import detect_board, profile_for_model
 from edgefleet.devices.thermal import hottest, read_thermal_zones
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_pi5_device_tree_model_maps_to_rpi5_profile():
-    model = board_model(FIXTURES / "pi5")
+    model = detect_board(FIXTURES / "pi5", "aarch64").model
     assert model == "Raspberry Pi 5 Model B Rev 1.0"
-    assert board_profile(model, "aarch64") == "rpi5"
+    assert profile_for_model(model, "aarch64") == "rpi5"
 
 
 def test_x86_dmi_name_maps_to_generic_profile():
-    assert board_model(FIXTURES / "x86") == "ThinkPad X1"
-    assert board_profile("ThinkPad X1", "x86_64") == "generic-x86_64"
+    assert detect_board(FIXTURES / "x86", "x86_64").model == "ThinkPad X1"
+    assert profile_for_model("ThinkPad X1", "x86_64") == "generic-x86_64"
 
 
 def test_missing_tree_gives_no_model():
-    assert board_model(FIXTURES / "nowhere") is None
+    assert detect_board(FIXTURES / "nowhere").model is None
 
 
 def test_thermal_zones_in_celsius_and_unreadable_zone_skipped():

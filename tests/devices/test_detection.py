@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.devices.board import board_model, board_profile
 from edgefleet.devices.detect import Detection, detect_board, generic_profile, profile_for_model
 from edgefleet.devices.profiles import list_profiles, parse_profile
 
@@ -154,12 +153,13 @@ def test_dmi_rules_match_and_compatible_outranks_model():
     assert d.profile == "z-by-compat" and d.evidence[-1].means.endswith("(also matched: a-by-model)")
 
 
-def test_board_model_and_board_profile_keep_working_for_their_callers():
-    assert board_model(BOARDS / "jetson-orin-nano") == "NVIDIA Jetson Orin Nano Developer Kit"
-    assert board_profile("NVIDIA Jetson Orin Nano Developer Kit", "aarch64") == "jetson-orin-nano"
-    assert board_profile("Google i.MX8MQ Phanbell") == "coral-devboard"
-    assert board_profile("Raspberry Pi 400 Rev 1.0", "aarch64") == "generic-aarch64"  # no profile of its own
-    assert board_profile(None, "x86_64") == profile_for_model("", "x86_64") == "generic-x86_64"
+def test_a_board_name_alone_gives_its_profile():
+    assert detect_board(BOARDS / "jetson-orin-nano").model == "NVIDIA Jetson Orin Nano Developer Kit"
+    assert profile_for_model("NVIDIA Jetson Orin Nano Developer Kit", "aarch64") == "jetson-orin-nano"
+    assert profile_for_model("Google i.MX8MQ Phanbell") == "coral-devboard"
+    # the Pi 400 has no profile of its own
+    assert profile_for_model("Raspberry Pi 400 Rev 1.0", "aarch64") == "generic-aarch64"
+    assert profile_for_model(None, "x86_64") == profile_for_model("", "x86_64") == "generic-x86_64"
     assert generic_profile("armv7l") == "generic-armv7l"
 
 

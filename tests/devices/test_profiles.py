@@ -34,11 +34,11 @@ def test_profile_loads(name):
 
 
 def test_board_detection_names_are_profiles():
-    from edgefleet.devices.board import board_profile
+    from edgefleet.devices.detect import profile_for_model
 
     for model in ("Raspberry Pi 5 Model B Rev 1.0", "Raspberry Pi 4 Model B Rev 1.4", "Coral Dev Board",
                   "NXP i.MX8MPlus EVK board"):
-        assert board_profile(model) in list_profiles()
+        assert profile_for_model(model) in list_profiles()
 
 
 def test_unknown_profile_lists_the_known_names():

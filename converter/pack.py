@@ -36,7 +36,7 @@ from edgefleet.protocol.bundle import (
 from edgefleet.protocol.signing import SignatureError, SigningKey
 from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 from edgefleet.tensors import Arrays, InputError, TensorSpec, named_inputs
-from edgefleet.tflite_graph import Graph, read_graph
+from edgefleet.tflite_graph import Graph
 
 GENERATED_SAMPLES = 64  # inputs made up when no --data is given
 CLASS_CHECK_SAMPLES = 64  # samples run to tell class-score outputs from the rest
@@ -77,7 +77,7 @@ def pack(model_path: str | Path, out_path: str | Path, key_path: str | Path, *,
          target: str | None = None, force: bool = False, progress: Say | None = None) -> PackResult:
     """Bundle MODEL_PATH unchanged at OUT_PATH, signed with the key at KEY_PATH (an existing
     bundle there is replaced only with FORCE)."""
-    from edgefleet.inspect import analyse_model
+    from edgefleet.inspect import analyse_model, readable_graph
 
     say = progress or (lambda _m: None)
     model_path, out_path = Path(model_path), Path(out_path)
@@ -95,11 +95,11 @@ def pack(model_path: str | Path, out_path: str | Path, key_path: str | Path, *,
     data = model_path.read_bytes()
     say(f"loading {model_path}")
     try:
-        analysis = analyse_model(data)
+        graph = readable_graph(data)
         model = TFLiteModel(data)
     except (ValueError, RuntimeLoadError) as exc:
         raise ConversionError(f"{model_path}: {exc}") from None
-    graph = read_graph(data)
+    analysis = analyse_model(data, graph, model)  # parsed and loaded once, here
     mode = stored_mode(graph)
     if board.allowed_modes and mode not in board.allowed_modes:
         raise ConversionError(f"target {board.name} runs {', '.join(board.allowed_modes)} models; "

@@ -9,23 +9,36 @@ from __future__ import annotations
 import zipfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.file_kinds import MODEL_KINDS, describe, identify, model_not_bundle
 from edgefleet.protocol.bundle import BundleError, check_contents, open_bundle, read_manifest_unverified
 from edgefleet.protocol.signing import SignatureError, TrustStore
 
+if TYPE_CHECKING:  # both load at use: inspect runs on installs without a runtime or the schema
+    from edgefleet.runtime import TFLiteModel
+    from edgefleet.tflite_graph import Graph
 
-def analyse_model(data: bytes) -> dict[str, Any]:
-    from edgefleet.converter.targets.edgetpu import check_edgetpu
-    from edgefleet.converter.targets.npu import check_npu
-    from edgefleet.converter.targets.xnnpack_sparse import check_xnnpack_sparse
+
+def readable_graph(data: bytes) -> Graph:
+    """DATA's graph; ValueError that says it is not a readable TFLite model."""
     from edgefleet.tflite_graph import read_graph
 
     try:
-        graph = read_graph(data)
+        return read_graph(data)
     except ValueError as exc:
         raise ValueError(f"not a readable TFLite model: {exc}") from None
+
+
+def analyse_model(data: bytes, graph: Graph | None = None,
+                  model: TFLiteModel | None = None) -> dict[str, Any]:
+    """Everything `inspect` says of the model DATA. GRAPH and MODEL: DATA parsed and loaded
+    already by the caller, so that neither is done twice."""
+    from edgefleet.converter.targets.edgetpu import check_edgetpu
+    from edgefleet.converter.targets.npu import check_npu
+    from edgefleet.converter.targets.xnnpack_sparse import check_xnnpack_sparse
+
+    graph = graph or readable_graph(data)
     tensors = [t for ts in graph.tensors for t in ts]
     edgetpu = check_edgetpu(graph)
     return {
@@ -47,21 +60,22 @@ def analyse_model(data: bytes) -> dict[str, Any]:
         "edgetpu": {k: v for k, v in edgetpu.as_dict().items() if k != "ops"},
         "npu": check_npu(graph),
         "xnnpack_sparse": check_xnnpack_sparse(graph),
-        "cpu_delegation": _cpu_delegation(data),
+        "cpu_delegation": _cpu_delegation(data, model),
     }
 
 
-def _cpu_delegation(data: bytes) -> dict[str, Any]:
+def _cpu_delegation(data: bytes, model: TFLiteModel | None) -> dict[str, Any]:
     """What XNNPACK takes when this machine's runtime loads the model (measured, not predicted)."""
-    try:
-        from edgefleet.runtime import RuntimeLoadError, TFLiteModel
-    except ImportError as exc:
-        return {"error": f"no TFLite runtime here: {exc}"}
-    try:
-        share = TFLiteModel(data, num_threads=1).delegate.share
-    except (RuntimeLoadError, ValueError) as exc:
-        return {"error": str(exc)}
-    return share or {"error": "this runtime does not list its nodes"}
+    if model is None:
+        try:
+            from edgefleet.runtime import RuntimeLoadError, TFLiteModel
+        except ImportError as exc:
+            return {"error": f"no TFLite runtime here: {exc}"}
+        try:
+            model = TFLiteModel(data, num_threads=1)
+        except (RuntimeLoadError, ValueError) as exc:
+            return {"error": str(exc)}
+    return model.delegate.share or {"error": "this runtime does not list its nodes"}
 
 
 def _tensor_line(t: dict[str, Any]) -> str:

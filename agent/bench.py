@@ -43,19 +43,22 @@ def model_bytes(path: Path) -> bytes:
     return check_contents(data).model_bytes if data[:2] == b"PK" else data
 
 
+def _random(rng: np.random.Generator, shape: Any, dtype: Any) -> np.ndarray:
+    """Input values as litert-benchmark makes them: integers within -128..127 (and the type's
+    range), floats in 0..1."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 127), size=shape, endpoint=True).astype(dtype)
+    return rng.random(shape).astype(dtype)
+
+
 def _inputs(model: TFLiteModel, seed: int = 0) -> None:
     """Set every input once to random values that fit its type."""
     rng = np.random.default_rng(seed)
     interpreter = model._interpreter  # the benchmark times invoke() alone, as LiteRT's tools do
     for spec in model.inputs:
-        shape = (1, *spec.sample_shape)
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            value = rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
-        else:
-            value = rng.random(shape).astype(dtype)
-        interpreter.set_tensor(spec.index, value)
+        interpreter.set_tensor(spec.index, _random(rng, (1, *spec.sample_shape), spec.dtype))
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -110,10 +113,7 @@ def _compiled(data: bytes, options: BenchOptions) -> tuple[float, Callable[[], A
     inputs = {}
     for name, detail in model.get_input_tensor_details(signature).items():
         buffer = model.create_input_buffer_by_name(signature, name)
-        dtype = np.dtype(detail.get("dtype", "float32"))
-        shape = detail.get("shape", [1])
-        buffer.write(rng.integers(-128, 128, shape).astype(dtype) if dtype.kind in "iu"
-                     else rng.random(shape).astype(dtype))
+        buffer.write(_random(rng, detail.get("shape", [1]), detail.get("dtype", "float32")))
         inputs[name] = buffer
     outputs = {name: model.create_output_buffer_by_name(signature, name)
                for name in model.get_output_tensor_details(signature)}

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from agent_overhead_bench import build_models, log  # benchmarks/, the script's own folder
-from docs_sections import write_section
+from docs_sections import command_line, write_section
 
 BAR = 0.10  # |agent bench p50 / litert-benchmark p50 - 1|
 ROUNDS = 3
@@ -68,8 +68,7 @@ def main() -> int:
                 interpreter.append(_agent(model, args.runs, args.threads, "interpreter"))
                 theirs.append(_litert(model, args.runs, args.threads, work))
             rows.append((name, *(statistics.median(t) for t in (compiled, theirs, interpreter))))
-    command = "python benchmarks/agent_bench_vs_litert.py" + (f" --write-docs {args.write_docs}"
-                                                             if args.write_docs else "")
+    command = command_line(__file__, args.write_docs)
     lines = ["## `edgefleet agent bench` against `litert-benchmark` (issue 9)", "",
              f"Produced by `{command}`: {args.runs} timed runs after 10 warm-up runs, {args.threads} "
              f"thread(s), each tool {ROUNDS} times per model alternately in fresh processes; medians of "

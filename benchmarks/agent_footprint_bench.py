@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/support.py: the private broker and the agent process
 
 from agent_overhead_bench import signing_keys  # noqa: E402  (benchmarks/, the script's own folder)
-from docs_sections import write_section  # noqa: E402
+from docs_sections import command_line, write_section  # noqa: E402
 
 from tests.support import AgentProcess, Mosquitto, Watcher, find_mosquitto, is_active, publish_cli  # noqa: E402
 
@@ -114,8 +114,7 @@ def main() -> int:
             watcher.close()
             agent.stop()
             broker.stop()
-    command = "python benchmarks/agent_footprint_bench.py" + (f" --write-docs {args.write_docs}"
-                                                              if args.write_docs else "")
+    command = command_line(__file__, args.write_docs)
     rss_ok, cpu_ok = agent_rss - bare_rss <= RSS_BAR_MIB, agent_cpu <= CPU_BAR_PERCENT
     text = "\n".join([
         "## The agent's memory and idle CPU (issue 9)", "",

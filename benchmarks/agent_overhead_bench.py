@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/support.py: the private broker and the agent process
 
-from docs_sections import write_section  # noqa: E402  (benchmarks/, the script's own folder)
+from docs_sections import command_line, write_section  # noqa: E402  (benchmarks/, the script's own folder)
 
 from tests.support import AgentProcess, Mosquitto, Watcher, find_mosquitto, is_active, publish_cli  # noqa: E402
 
@@ -276,8 +276,7 @@ def main() -> int:
                        for name, path in bundles.items()}
         finally:
             broker.stop()
-    command = "python benchmarks/agent_overhead_bench.py" + (f" --write-docs {args.write_docs}"
-                                                              if args.write_docs else "")
+    command = command_line(__file__, args.write_docs)
     text = render(results, args.runs, command)
     print(text)
     if args.write_docs:

@@ -28,7 +28,7 @@ import edgefleet.converter.tfenv  # noqa: F401  (TensorFlow's environment, befor
 
 # isort: split
 import numpy as np
-from docs_sections import write_section  # benchmarks/, the script's own folder
+from docs_sections import command_line, write_section  # benchmarks/, the script's own folder
 
 from edgefleet.protocol.signing import generate_keypair
 
@@ -265,9 +265,7 @@ def main() -> int:
             print(json.dumps(results, indent=2, default=str)[:20000])
             return 0
         results["runtime"] = results["digits"]["report"]["machine"]["runtime"]
-    command = "python benchmarks/converter_bench.py"
-    if args.write_docs:
-        command += f" --write-docs {args.write_docs}"
+    command = command_line(__file__, args.write_docs)
     text = render(results, command)
     print(text)
     if args.write_docs:

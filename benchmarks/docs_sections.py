@@ -28,3 +28,8 @@ def write_section(path: Path, name: str, text: str) -> None:
         return
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
     path.write_text(pattern.sub(lambda _: block, old, count=1))
+
+
+def command_line(script: str, docs: Path | None) -> str:
+    """How SCRIPT (its __file__) was run, as its section quotes it."""
+    return f"python benchmarks/{Path(script).name}" + (f" --write-docs {docs}" if docs else "")

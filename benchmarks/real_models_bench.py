@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/published_models.py: the models' cache and the photos
 
-from docs_sections import write_section  # noqa: E402  (benchmarks/, the script's own folder)
+from docs_sections import command_line, write_section  # noqa: E402  (benchmarks/, the script's own folder)
 
 from tests.published_models import INPUT_RANGE, mediapipe_model, photo_batch  # noqa: E402
 
@@ -222,9 +222,7 @@ def main() -> int:
             log(f"{case}: converting")
             results.append(convert(case, model, calib, evaluation, work, key))
             log(f"{case}: {results[-1]['wall_s']} s, exit {results[-1]['exit_code']}")
-    command = "python benchmarks/real_models_bench.py"
-    if args.write_docs:
-        command += f" --write-docs {args.write_docs}"
+    command = command_line(__file__, args.write_docs)
     text = render(results, command)
     print(text)
     if args.write_docs:

@@ -36,36 +36,44 @@ make_venv() {  # make_venv FOLDER: create it unless it holds a Python already
     fi
 }
 
+# A venv's dependencies are reinstalled only when its extras or pyproject.toml change: the
+# stamp file records what they were installed for.
+stale() {  # stale VENV TAG
+    [ "$(cat "$1/.edgefleet-installed" 2>/dev/null)" != "$2 $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)" ]
+}
+
+stamp() {  # stamp VENV TAG
+    echo "$2 $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)" > "$1/.edgefleet-installed"
+}
+
+reinstall_own() {  # reinstall_own VENV: our code again, not editable (as on a board), its dependencies kept
+    "$1/bin/python" -m pip install -q --no-deps --force-reinstall "$ROOT"
+    rm -rf "$ROOT/build"
+}
+
 ensure_venv() {  # ensure_venv EXTRAS  (e.g. "dev" or "converter,fleet")
-    local extras="$1" stamp want
+    local extras="$1"
     make_venv "$VENV"
-    stamp="$VENV/.edgefleet-installed"
-    want="$extras $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    if stale "$VENV" "$extras"; then
         echo "==> installing edgefleet[$extras] into $VENV (first run takes a few minutes: TensorFlow)"
         "$VENV/bin/python" -m pip install -q --upgrade pip
         "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
-        echo "$want" > "$stamp"
+        stamp "$VENV" "$extras"
     fi
 }
 
 ensure_device_venv() {  # .venvs/device: edgefleet[device,fleet] and pytest, no TensorFlow
-    local stamp want
     make_venv "$DEVICE_VENV"
     # setuptools builds in build/ and ships whatever an earlier build left in build/lib,
     # modules deleted or moved since included: every build here starts from nothing
     rm -rf "$ROOT/build"
-    stamp="$DEVICE_VENV/.edgefleet-installed"
-    want="device,fleet $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    if stale "$DEVICE_VENV" "device,fleet"; then
         echo "==> installing edgefleet[device,fleet] and pytest into $DEVICE_VENV (not editable, as on a board)"
         "$DEVICE_VENV/bin/python" -m pip install -q --upgrade pip
         "$DEVICE_VENV/bin/python" -m pip install -q "$ROOT[device,fleet]" pytest
-        echo "$want" > "$stamp"
+        stamp "$DEVICE_VENV" "device,fleet"
     fi
-    # the dependencies stay; our own code changes between runs (not editable, as on a board)
-    "$DEVICE_VENV/bin/python" -m pip install -q --no-deps --force-reinstall "$ROOT"
-    rm -rf "$ROOT/build"
+    reinstall_own "$DEVICE_VENV"
 }
 
 legacy_python() {  # a Python that tflite-runtime 2.14 has wheels for (3.8 to 3.11), or nothing
@@ -76,22 +84,18 @@ legacy_python() {  # a Python that tflite-runtime 2.14 has wheels for (3.8 to 3.
 }
 
 ensure_legacy_venv() {  # .venvs/legacy: edgefleet[device] on tflite-runtime 2.14 and NumPy 1.x, as on
-    local stamp want py  # 32-bit Raspberry Pi OS, where ai-edge-litert has no wheel
+    local py            # 32-bit Raspberry Pi OS, where ai-edge-litert has no wheel
     py="$(legacy_python)" || return 1
     [ -x "$LEGACY_VENV/bin/python" ] || "$py" -m venv "$LEGACY_VENV"
     rm -rf "$ROOT/build"
-    stamp="$LEGACY_VENV/.edgefleet-installed"
-    want="legacy $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    if stale "$LEGACY_VENV" "legacy"; then
         echo "==> installing edgefleet[device] on tflite-runtime 2.14 and NumPy 1.x into $LEGACY_VENV"
         "$LEGACY_VENV/bin/python" -m pip install -q --upgrade pip
         "$LEGACY_VENV/bin/python" -m pip install -q "$ROOT[device]" pytest
         # what a board without an ai-edge-litert wheel has: tflite-runtime, which needs NumPy 1.x
         "$LEGACY_VENV/bin/python" -m pip uninstall -q -y ai-edge-litert
         "$LEGACY_VENV/bin/python" -m pip install -q "tflite-runtime==2.14.*" "numpy<2"
-        echo "$want" > "$stamp"
+        stamp "$LEGACY_VENV" "legacy"
     fi
-    "$LEGACY_VENV/bin/python" -m pip install -q --no-deps --force-reinstall "$ROOT"
-    rm -rf "$ROOT/build"
+    reinstall_own "$LEGACY_VENV"
 }
-

@@ -23,6 +23,7 @@ import psutil
 
 from edgefleet.agent.config import BoardSettings
 from edgefleet.agent.power import PowerTelemetry, board_setup
+from edgefleet.engines import random_input
 from edgefleet.protocol.bundle import check_contents
 from edgefleet.runtime import TFLiteModel, find_runtime
 
@@ -34,7 +35,8 @@ class BenchOptions:
     threads: int = 1
     delegate: str = "cpu"
     board: BoardSettings | None = None
-    api: str = "interpreter"  # interpreter (what the agent runs) | compiled (LiteRT's CompiledModel)
+    api: str = "interpreter"  # interpreter | compiled (LiteRT's CompiledModel, as litert-benchmark)
+    delegate_library: str = ""  # instead of the delegate's known library (edgefleet.accelerators)
 
 
 def model_bytes(path: Path) -> bytes:
@@ -43,22 +45,11 @@ def model_bytes(path: Path) -> bytes:
     return check_contents(data).model_bytes if data[:2] == b"PK" else data
 
 
-def _random(rng: np.random.Generator, shape: Any, dtype: Any) -> np.ndarray:
-    """Input values as litert-benchmark makes them: integers within -128..127 (and the type's
-    range), floats in 0..1."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -128), min(info.max, 127), size=shape, endpoint=True).astype(dtype)
-    return rng.random(shape).astype(dtype)
-
-
 def _inputs(model: TFLiteModel, seed: int = 0) -> None:
     """Set every input once to random values that fit its type."""
     rng = np.random.default_rng(seed)
-    interpreter = model._interpreter  # the benchmark times invoke() alone, as LiteRT's tools do
-    for spec in model.inputs:
-        interpreter.set_tensor(spec.index, _random(rng, (1, *spec.sample_shape), spec.dtype))
+    for spec in model.inputs:  # set once: the benchmark times invoke() alone, as LiteRT's tools do
+        model.engine.set_input(spec, random_input(rng, (1, *spec.sample_shape), spec.dtype))
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -90,9 +81,10 @@ def _time(run: Callable[[], Any], options: BenchOptions,
 
 
 def _interpreter(data: bytes, options: BenchOptions) -> tuple[float, Callable[[], Any], dict[str, Any]]:
-    model = TFLiteModel(data, delegate=options.delegate, num_threads=options.threads)
+    model = TFLiteModel(data, delegate=options.delegate, num_threads=options.threads,
+                        delegate_library=options.delegate_library)
     _inputs(model)
-    return model.load_seconds, model._interpreter.invoke, model.delegate.as_dict()
+    return model.load_seconds, model.engine.invoke, model.delegate.as_dict()
 
 
 def _compiled(data: bytes, options: BenchOptions) -> tuple[float, Callable[[], Any], dict[str, Any]]:
@@ -113,7 +105,7 @@ def _compiled(data: bytes, options: BenchOptions) -> tuple[float, Callable[[], A
     inputs = {}
     for name, detail in model.get_input_tensor_details(signature).items():
         buffer = model.create_input_buffer_by_name(signature, name)
-        buffer.write(_random(rng, detail.get("shape", [1]), detail.get("dtype", "float32")))
+        buffer.write(random_input(rng, detail.get("shape", [1]), detail.get("dtype", "float32")))
         inputs[name] = buffer
     outputs = {name: model.create_output_buffer_by_name(signature, name)
                for name in model.get_output_tensor_details(signature)}
@@ -133,7 +125,7 @@ def bench(path: Path, options: BenchOptions) -> dict[str, Any]:
     init, run, delegate = (_compiled if options.api == "compiled" else _interpreter)(data, options)
     _, power = board_setup(options.board or BoardSettings())
     first, warm, times = _time(run, options, power)
-    busy = sum(times) if delegate["active"] not in ("cpu",) and options.api != "compiled" else 0.0
+    busy = sum(times) if delegate["active"] != "cpu" and options.api != "compiled" else 0.0
     return {
         "model": str(path), "model_size_bytes": len(data), "num_threads": options.threads,
         "runtime": {"name": runtime.name, "version": runtime.version,

@@ -14,9 +14,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 boards
     import tomli as tomllib
 
+from edgefleet.accelerators import MISMATCH_POLICIES, NAMES, ChainError, check_edgetpu_device
 from edgefleet.devices.profiles import list_profiles
+from edgefleet.engines import APIS
 from edgefleet.protocol.topics import Topics, check_id
-from edgefleet.runtime import DELEGATES, RUNTIMES
+from edgefleet.runtime import RUNTIMES
 
 
 class ConfigError(Exception):
@@ -35,10 +37,16 @@ class MqttSettings:
 @dataclass
 class RuntimeSettings:
     runtime: str = "auto"  # auto | ai-edge-litert | tflite-runtime | tensorflow
-    delegate: str = "cpu"  # cpu | edgetpu
+    # auto: the board profile's chain (docs/runtime.md); or one accelerator of
+    # edgefleet.accelerators.NAMES (cpu, edgetpu, vx, ethos-u, teflon, armnn, external, litert-gpu, ...)
+    delegate: str = "auto"
     num_threads: int = 0  # 0: the runtime's default
-    allow_cpu_fallback: bool = False  # never fall back silently: off unless asked
+    allow_cpu_fallback: bool = False  # a named delegate only: the CPU after it (reported, never silent)
+    delegate_library: str = ""  # the delegate's library, instead of the known default
     delegate_options: dict[str, str] = field(default_factory=dict)
+    api: str = "auto"  # auto (the faster, measured per model) | interpreter | compiled
+    require_accelerator: bool = False  # refuse to activate a model that would run on the CPU
+    target_mismatch: str = "refuse"  # a bundle for an accelerator this device lacks: refuse | warn
 
 
 @dataclass
@@ -175,8 +183,21 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
             raise ConfigError(f"{source} {message}")
     if cfg.runtime.runtime != "auto" and cfg.runtime.runtime not in RUNTIMES:
         raise ConfigError(f"{source} [runtime] runtime: choose auto or one of {list(RUNTIMES)}")
-    if cfg.runtime.delegate not in DELEGATES:
-        raise ConfigError(f"{source} [runtime] delegate: choose one of {list(DELEGATES)}")
+    rt = cfg.runtime
+    if rt.delegate != "auto" and rt.delegate not in NAMES:
+        raise ConfigError(f"{source} [runtime] delegate: choose auto or one of {list(NAMES)}")
+    if rt.delegate == "external" and not rt.delegate_library:
+        raise ConfigError(f"{source} [runtime] delegate = \"external\" needs delegate_library "
+                          "(the delegate's .so, e.g. /usr/lib/libvx_delegate.so)")
+    if rt.api not in APIS:
+        raise ConfigError(f"{source} [runtime] api: choose one of {list(APIS)}")
+    if rt.target_mismatch not in MISMATCH_POLICIES:
+        raise ConfigError(f"{source} [runtime] target_mismatch: choose one of {list(MISMATCH_POLICIES)}")
+    if "device" in rt.delegate_options and rt.delegate in ("auto", "edgetpu"):
+        try:
+            check_edgetpu_device(rt.delegate_options["device"])
+        except ChainError as exc:
+            raise ConfigError(f"{source} [runtime] delegate_options: {exc}") from None
     if cfg.board.profile and cfg.board.profile not in list_profiles():
         raise ConfigError(f"{source} [board] profile: {cfg.board.profile!r} is not a board profile; "
                           f"choose one of {list_profiles()} or leave it out to detect the board")

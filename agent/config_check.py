@@ -18,8 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefleet.accelerators import DELEGATE
 from edgefleet.agent.config import AgentConfig, ConfigError, load_config
+from edgefleet.agent.placement import Placement
+from edgefleet.agent.power import board_profiles
+from edgefleet.devices.detect import detect_board
+from edgefleet.devices.profiles import ProfileError
 from edgefleet.protocol.signing import SignatureError, TrustStore
+from edgefleet.runtime import RuntimeLoadError
 
 # one DNS label: letters, digits and inner hyphens (RFC 1123); underscores are common on LANs
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
@@ -154,6 +160,18 @@ def _installed(module: str) -> bool:
         return False
 
 
+def _library_found(library: str) -> bool:
+    """Where the dynamic loader would find LIBRARY: a path that exists, or a name ldconfig knows."""
+    if "/" in library:
+        return Path(library).exists()
+    stem = library.removeprefix("lib").split(".so")[0]
+    return ctypes.util.find_library(stem) is not None
+
+
+def _on(name: str) -> str:
+    return "the CPU" if name == "cpu" else name
+
+
 def _runtime(cfg: AgentConfig) -> list[Problem]:
     rt = cfg.runtime
     wanted = ["ai-edge-litert", "tflite-runtime"] if rt.runtime == "auto" else [rt.runtime]
@@ -162,10 +180,19 @@ def _runtime(cfg: AgentConfig) -> list[Problem]:
         problems.append(Problem("error", "[runtime] runtime", f"{' or '.join(wanted)} is not installed "
                                 "in this Python; pip install 'edgefleet[device]' (on 32-bit Raspberry Pi OS: "
                                 "pip install tflite-runtime==2.14.0 'numpy<2')"))
-    if rt.delegate == "edgetpu" and ctypes.util.find_library("edgetpu") is None:
-        level = "warning" if rt.allow_cpu_fallback else "error"
-        problems.append(Problem(level, "[runtime] delegate", "libedgetpu.so.1 is not installed, so "
-                                "every model would " + ("run on the CPU" if rt.allow_cpu_fallback else
-                                                        "be refused") + "; install libedgetpu1-std "
-                                "from Coral's package repository"))
+    try:
+        profiles = board_profiles(cfg.board, detect_board(cfg.board.root))[::-1]
+        chain = Placement(rt, profiles).chain
+    except (RuntimeLoadError, ProfileError) as exc:
+        return [*problems, Problem("error", "[runtime] delegate", str(exc))]
+    for i, accelerator in enumerate(chain):
+        if accelerator.kind != DELEGATE or _library_found(accelerator.library):
+            continue
+        rest = [a.name for a in chain[i + 1:]]
+        last = not rest or (rt.require_accelerator and rest == ["cpu"])
+        problems.append(Problem("error" if last else "warning", "[runtime] delegate",
+                                f"{accelerator.library} is not installed ({accelerator.name}), so a model "
+                                + ("would be refused" if last else f"would run on {_on(rest[0])} instead")
+                                + ("; install libedgetpu1-std from Coral's package repository"
+                                   if accelerator.name == "edgetpu" else "")))
     return problems

@@ -28,7 +28,8 @@ from edgefleet.agent.inference import InferenceService
 from edgefleet.agent.installer import Installer, InstallFailed
 from edgefleet.agent.link import ClientFactory, MqttLink, paho_client
 from edgefleet.agent.local_api import LocalApi, start_local_api
-from edgefleet.agent.power import board_setup
+from edgefleet.agent.placement import Placement
+from edgefleet.agent.power import board_profiles, board_setup
 from edgefleet.agent.reporter import Context, Reporter, telemetry
 from edgefleet.agent.sd_notify import Notifier
 from edgefleet.agent.store import Store
@@ -64,7 +65,10 @@ class Agent:
             self.store = Store(config.state_dir)
         except OSError as exc:
             raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
-        self.installer = Installer(self.store, self._trust, config.runtime, self.clock.wall)
+        self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
+        profiles = board_profiles(config.board, self.board)[::-1]  # accelerators first, then the board
+        placement = Placement(config.runtime, profiles)
+        self.installer = Installer(self.store, self._trust, placement, self.clock.wall)
         self.system = SystemSampler()
         response_topic = self.topics.response(self.device_id, "infer")
         self.inference = InferenceService(lambda body: self.link.publish(response_topic, body),
@@ -84,7 +88,6 @@ class Agent:
         self.transfer_token: Token | None = None
         self.failed_tokens: set[Token] = set()
         self.local_api_address: str | None = None
-        self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._stop = threading.Event()
         self._http_server: Any = None
@@ -278,6 +281,9 @@ class Agent:
             m = parse_transfer_manifest(payload, self._trust(), t.bundle_id)
         except (DeliveryError, SignatureError) as exc:
             self._apply(t.manifest_refused(str(exc)))
+            return
+        if refused := self.installer.placement.refusal({"target": m.target}):  # before any chunk is fetched
+            self._apply(t.manifest_refused(refused))
             return
         try:
             self.store.save_transfer_manifest(t.bundle_id, payload)

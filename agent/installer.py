@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefleet.agent.config import RuntimeSettings
+from edgefleet.agent.placement import Placement
 from edgefleet.agent.selftest import SelfTestResult, run_selftest
 from edgefleet.agent.store import Store
 from edgefleet.agent.telemetry import ModelStats
@@ -55,7 +55,10 @@ class ServingModel:
                 "version": self.bundle.version, "activated_at": self.activated_at}
 
     def runtime_info(self) -> dict[str, Any]:
-        return {"name": self.model.runtime.name, "version": self.model.runtime.version}
+        """Engine, API and version: what serves this model (the API as measured, see engines.py)."""
+        m = self.model
+        return {"name": m.runtime.name, "version": m.runtime.version, "api": m.api,
+                "api_choice": m.api_choice}
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,14 @@ class StartupProblem:
 
 
 class Installer:
-    def __init__(self, store: Store, trust: Callable[[], TrustStore], runtime: RuntimeSettings,
+    def __init__(self, store: Store, trust: Callable[[], TrustStore], placement: Placement,
                  clock: Callable[[], float] = time.time):
-        self.store, self._trust, self.runtime, self._clock = store, trust, runtime, clock
+        self.store, self._trust, self.placement, self._clock = store, trust, placement, clock
 
     def load(self, bundle_id: str, bundle: Bundle) -> ServingModel:
-        """Load on the configured runtime and delegate and run the golden self-test (its
-        first invoke is the model's cold start). Raises RuntimeLoadError."""
-        rt = self.runtime
-        model = TFLiteModel(bundle.model_bytes, runtime=rt.runtime, delegate=rt.delegate,
-                            num_threads=rt.num_threads or None, delegate_options=rt.delegate_options,
-                            allow_cpu_fallback=rt.allow_cpu_fallback)
+        """Load on the first accelerator of the placement's plan that takes it (refused:
+        RuntimeLoadError) and run the golden self-test (its first invoke is the cold start)."""
+        model = self.placement.load(bundle.model_bytes, bundle.manifest)
         return ServingModel(bundle_id, bundle, model, self._clock(), run_selftest(model, bundle))
 
     def install(self, bundle_id: str, data: bytes, stored: Bundle | None = None,

@@ -26,10 +26,15 @@ SAMPLE_EVERY_S = 1.0  # sampled sensors integrate between readings: one a second
 def board_setup(settings: BoardSettings) -> tuple[Detection, PowerTelemetry]:
     """What this board is (detected; the config's profile wins) and its power telemetry."""
     detection = detect_board(settings.root)
+    return detection, PowerTelemetry(board_profiles(settings, detection), settings.root, settings.vcgencmd)
+
+
+def board_profiles(settings: BoardSettings, detection: Detection) -> list[Profile]:
+    """The board's profile (the config's, else the detected one) and those of accelerators
+    found beside it: the board first (its power figures win), then each accelerator."""
     board = settings.profile or detection.profile
     names = [board, *(a.profile for a in detection.accelerators if a.profile != board)]
-    return detection, PowerTelemetry([load_profile(n) for n in dict.fromkeys(names)], settings.root,
-                                     settings.vcgencmd)
+    return [load_profile(n) for n in dict.fromkeys(names)]
 
 
 def power_model(profiles: list[Profile]) -> tuple[PowerModel | None, str | None]:

@@ -26,13 +26,15 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from edgefleet.accelerators import NAMES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 boards
     import tomli as tomllib
 
 ACCELERATOR_KINDS = ("edgetpu", "npu", "none")
-DELEGATES = ("edgetpu", "vx", "cpu")
+DELEGATES = NAMES  # what [accelerator] delegate and fallback may name (edgefleet.accelerators)
 MODES = ("auto", "float32", "float16", "dynamic", "int8", "int16x8")
 IO_DTYPES = ("uint8", "int8", "float32", "int16")
 _FOLDER = "board-profiles"
@@ -57,6 +59,12 @@ class Accelerator:
     delegate: str  # edgetpu | vx | cpu
     library: str = ""  # what load_delegate() opens, e.g. libedgetpu.so.1
     options: dict[str, str] = field(default_factory=dict)  # delegate options, e.g. {"device": "usb"}
+    fallback: tuple[str, ...] = ("cpu",)  # tried after `delegate`, in order, each reported with its reason
+
+    def chain_entries(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(name, library, options) in the order the agent tries them."""
+        return [(self.delegate, self.library, dict(self.options)),
+                *((name, "", {}) for name in self.fallback if name != self.delegate)]
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,8 @@ class Profile:
             "name": self.name, "description": self.description, "arch": self.arch,
             "cpu": {"cores": self.cpu_cores, "model": self.cpu_model},
             "accelerator": {"kind": self.accelerator.kind, "delegate": self.accelerator.delegate,
-                            "library": self.accelerator.library, "options": dict(self.accelerator.options)},
+                            "library": self.accelerator.library, "options": dict(self.accelerator.options),
+                            "fallback": list(self.accelerator.fallback)},
             "conversion": {"default_mode": self.conversion.default_mode, "io_dtype": self.conversion.io_dtype,
                            "allowed_modes": list(self.conversion.allowed_modes),
                            "requires_edgetpu_compiler": self.conversion.requires_edgetpu_compiler},
@@ -225,7 +234,10 @@ def parse_profile(doc: dict[str, Any], where: str = "<profile>") -> Profile:
         if key not in doc:
             raise ProfileError(f"{where}: missing {key!r}")
     cpu = _table(doc, "cpu", where, {"cores", "model"})
-    acc = _table(doc, "accelerator", where, {"kind", "delegate", "library", "options"})
+    acc = _table(doc, "accelerator", where, {"kind", "delegate", "library", "options", "fallback"})
+    fallback = acc.get("fallback", ["cpu"])
+    if not isinstance(fallback, list):
+        raise ProfileError(f"{where}: accelerator.fallback must be a list of accelerator names")
     conv = _table(doc, "conversion", where,
                   {"default_mode", "io_dtype", "allowed_modes", "requires_edgetpu_compiler"})
     power = {key: _power_figure(value, where, key)
@@ -243,7 +255,8 @@ def parse_profile(doc: dict[str, Any], where: str = "<profile>") -> Profile:
             kind=_choice(acc.get("kind", "none"), ACCELERATOR_KINDS, where, "accelerator.kind"),
             delegate=_choice(acc.get("delegate", "cpu"), DELEGATES, where, "accelerator.delegate"),
             library=str(acc.get("library", "")),
-            options={str(k): str(v) for k, v in dict(acc.get("options", {})).items()}),
+            options={str(k): str(v) for k, v in dict(acc.get("options", {})).items()},
+            fallback=tuple(_choice(n, DELEGATES, where, "accelerator.fallback[]") for n in fallback)),
         conversion=Conversion(
             default_mode=default_mode,
             io_dtype=_choice(conv.get("io_dtype", "float32"), IO_DTYPES, where, "conversion.io_dtype"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from edgefleet.accelerators import target_of
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import check_contents
 from edgefleet.protocol.delivery import build_transfer_manifest
@@ -71,7 +72,9 @@ def publish_bundle(
     bundle = check_contents(data)
     manifest = bundle.manifest
     name, version = str(manifest.get("name")), str(manifest.get("version"))
-    payload, chunks = build_transfer_manifest(data, name, version, key, chunk_size)
+    delegate, profile = target_of(manifest)
+    target = {k: v for k, v in (("delegate", delegate), ("profile", profile)) if v}
+    payload, chunks = build_transfer_manifest(data, name, version, key, chunk_size, target=target)
     bundle_id = payload["body"]["bundle_id"]
     infos = []
     for i, chunk in enumerate(chunks):

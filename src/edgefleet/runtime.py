@@ -7,19 +7,33 @@ unless it is asked for `runtime = "tensorflow"` explicitly.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.metadata
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from edgefleet.accelerators import CPU, DELEGATE, LITERT, Accelerator, ChainError, configured_chain, make
+from edgefleet.api_probe import probe
+from edgefleet.engines import (
+    APIS,
+    COMPILED,
+    INTERPRETER,
+    MARGIN,
+    CompiledEngine,
+    Engine,
+    InterpreterEngine,
+    preferred,
+)
 from edgefleet.tensors import Arrays, InputError, Inputs, TensorSpec, named_inputs, spec_from_detail
 
-__all__ = ["DELEGATES", "RUNTIMES", "DelegateReport", "InputError", "Runtime", "RuntimeLoadError",
+__all__ = ["RUNTIMES", "DelegateReport", "InputError", "Runtime", "RuntimeLoadError",
            "TFLiteModel", "TensorSpec", "find_runtime"]
 
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
@@ -29,8 +43,6 @@ _MODULES = {
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
     "tensorflow": ("tensorflow.lite", "tensorflow"),
 }
-DELEGATES = ("cpu", "edgetpu")
-EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
 class RuntimeLoadError(Exception):
@@ -83,24 +95,45 @@ def find_runtime(preference: str = "auto") -> Runtime:
 
 @dataclass
 class DelegateReport:
-    """Which delegate was asked for, which one runs, and why they differ."""
+    """Which accelerator was asked for, which one runs, and why they differ: every
+    accelerator tried before it, with the loader's own message."""
 
     requested: str
     active: str
-    fallback_reason: str | None = None
+    fallback_reason: str | None = None  # the reasons of `fallbacks`, joined
     notes: list[str] = field(default_factory=list)
     share: dict[str, Any] | None = None  # what the delegate really took (edgefleet.delegation)
+    chain: list[str] = field(default_factory=list)  # the accelerators in the order they were tried
+    fallbacks: list[dict[str, str]] = field(default_factory=list)  # {"delegate", "reason"}
+    skipped: list[dict[str, str]] = field(default_factory=list)  # left out before trying, and why
+
+    @property
+    def on_cpu(self) -> bool:
+        """The model runs on the CPU: no accelerator, or one that took none of its ops."""
+        if self.active == "cpu":
+            return True
+        return self.share is not None and self.share.get("ops_delegated") == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"requested": self.requested, "active": self.active,
-                "fallback_reason": self.fallback_reason, "notes": self.notes, "delegated": self.share}
+        return {"requested": self.requested, "active": self.active, "on_cpu": self.on_cpu,
+                "fallback_reason": self.fallback_reason, "fallbacks": self.fallbacks,
+                "skipped": self.skipped, "chain": self.chain, "notes": self.notes, "delegated": self.share}
+
+
+class _Failed(Exception):
+    """One accelerator of the chain did not take the model (the message is the loader's)."""
 
 
 class TFLiteModel:
     """A loaded model that takes and returns float arrays, quantising at the edges.
 
-    Thread-safe: one interpreter serves one inference at a time (a lock), so callers
-    on several threads never corrupt each other's tensors.
+    It is loaded on the first accelerator of CHAIN that takes it (edgefleet.accelerators);
+    without a chain, DELEGATE names one (and the CPU after it under ALLOW_CPU_FALLBACK).
+    API: "interpreter", "compiled" (LiteRT's CompiledModel) or "auto", which times both on
+    the CPU where both apply and keeps the faster (edgefleet.engines).
+
+    Thread-safe: one engine serves one inference at a time (a lock), so callers on
+    several threads never corrupt each other's tensors.
     """
 
     def __init__(
@@ -111,40 +144,121 @@ class TFLiteModel:
         num_threads: int | None = None,
         delegate_options: dict[str, str] | None = None,
         allow_cpu_fallback: bool = False,
+        chain: Sequence[Accelerator] | None = None,
+        api: str = "interpreter",
+        skipped: Sequence[tuple[str, str]] = (),
+        delegate_library: str = "",
     ):
-        if delegate not in DELEGATES:
-            raise RuntimeLoadError(f"unknown delegate {delegate!r}; choose one of {DELEGATES}")
-        self.runtime = find_runtime(runtime)
-        self.delegate = DelegateReport(requested=delegate, active="cpu")
-        delegates = []
-        if delegate == "edgetpu":
+        if api not in APIS:
+            raise RuntimeLoadError(f"unknown api {api!r}; choose one of {APIS}")
+        if chain is None:
             try:
-                delegates.append(self.runtime.load_delegate(EDGETPU_LIBRARY, delegate_options or {}))
-                self.delegate.active = "edgetpu"
-            except (ValueError, RuntimeError, OSError) as exc:
-                reason = f"Edge TPU delegate did not load ({EDGETPU_LIBRARY}: {exc})"
-                if not allow_cpu_fallback:
-                    raise RuntimeLoadError(
-                        reason + ". Check that the Coral is plugged in and libedgetpu1-std is "
-                        "installed, or set delegate = \"cpu\" (or allow_cpu_fallback = true)"
-                    ) from None
-                self.delegate.fallback_reason = reason
+                chain = configured_chain([make("cpu")], delegate, delegate_library, delegate_options,
+                                         allow_cpu_fallback)
+            except ChainError as exc:
+                raise RuntimeLoadError(str(exc)) from None
+        if not chain:
+            raise RuntimeLoadError("no accelerator left to try: " + "; ".join(
+                f"{name}: {why}" for name, why in skipped) if skipped else "the accelerator chain is empty")
+        self.runtime = find_runtime(runtime)
+        self.num_threads, self.api_choice = num_threads, None
+        self.delegate = DelegateReport(requested=chain[0].name, active="cpu", chain=[a.name for a in chain],
+                                       skipped=[{"delegate": n, "reason": r} for n, r in skipped])
         started = time.perf_counter()
-        try:
-            self._interpreter = self.runtime.interpreter(
-                model_content=model_bytes, experimental_delegates=delegates or None,
-                num_threads=num_threads,
-            )
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise RuntimeLoadError(f"{self.runtime.name} could not load the model: {exc}") from None
-        self.load_seconds = time.perf_counter() - started  # interpreter, delegates, tensors
-        self.delegate.share = self._delegated_share()
-        if self.delegate.active == "cpu":
+        for acc in chain:
+            try:
+                self._load_on(acc, model_bytes, api)
+                break
+            except _Failed as exc:
+                self.delegate.fallbacks.append({"delegate": acc.name, "reason": str(exc)})
+        else:
+            raise RuntimeLoadError(_all_failed(self.delegate.fallbacks))
+        self.load_seconds = time.perf_counter() - started  # every accelerator tried, tensors, API choice
+        self.delegate.active = acc.name
+        if self.delegate.fallbacks:
+            self.delegate.fallback_reason = "; ".join(f"{f['delegate']}: {f['reason']}"
+                                                      for f in self.delegate.fallbacks)
+        if self.delegate.active == "cpu" and self.engine.api == INTERPRETER:
             self.delegate.notes.append(self._cpu_note())
-        self.signature, self.inputs, self.outputs = _io_specs(self._interpreter)
         self._lock = threading.Lock()
         self.cold_start_seconds: float | None = None
+
+    def _load_on(self, acc: Accelerator, model_bytes: bytes, api: str) -> None:
+        """Load on ACC or raise _Failed with why; sets the engine, specs and delegated share."""
+        delegates = []
+        if acc.kind == DELEGATE:
+            try:
+                # the dynamic loader's own message first: a library LiteRT fails to open leaves a
+                # half-made Delegate whose __del__ prints a traceback of its own
+                ctypes.CDLL(acc.library)
+                delegates.append(self.runtime.load_delegate(acc.library, dict(acc.options)))
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise _Failed(f"{acc.library} did not load: {_one_line(exc)}") from None
+        try:
+            interpreter = self.runtime.interpreter(model_content=model_bytes,
+                                                   experimental_delegates=delegates or None,
+                                                   num_threads=self.num_threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise _Failed(f"{self.runtime.name} could not load the model: {_one_line(exc)}") from None
+        self._interpreter = interpreter
+        self.signature, self.inputs, self.outputs = _io_specs(interpreter)
+        self.engine: Engine = InterpreterEngine(interpreter)
+        if acc.kind == LITERT:
+            self._compiled_on(acc.name.removeprefix("litert-"), model_bytes)
+            return
+        self.delegate.share = self._delegated_share(acc.name)
+        if acc.kind == CPU and api != "interpreter":
+            self._maybe_compiled(model_bytes, api)
+
+    def _compiled(self, model_bytes: bytes, accelerator: str) -> CompiledEngine:
+        if self.runtime.name != "ai-edge-litert":
+            raise _Failed(f"LiteRT's CompiledModel API needs ai-edge-litert, not {self.runtime.name}")
+        try:
+            engine = CompiledEngine(model_bytes, accelerator, self.num_threads)
+        except ImportError as exc:
+            raise _Failed(f"this ai-edge-litert has no CompiledModel API ({exc})") from None
+        except (RuntimeError, ValueError) as exc:
+            why = _one_line(exc)
+            raise _Failed(f"CompiledModel on the {accelerator} did not take the model: {why}") from None
+        if not engine.covers(self.inputs, self.outputs):
+            raise _Failed("CompiledModel's first signature does not cover every input and output")
+        return engine
+
+    def _compiled_on(self, accelerator: str, model_bytes: bytes) -> None:
+        """LiteRT's GPU or NPU accelerator (with the CPU for what it leaves)."""
+        engine = self._compiled(model_bytes, accelerator)
+        self.engine = engine
+        self._interpreter = None  # its specs are read; CompiledModel holds the model now
+        self.delegate.share = {"delegate": f"litert-{accelerator}",
+                               "fully_accelerated": engine.fully_accelerated}
+        self.api_choice = {"chosen": COMPILED, "reason": f"the {accelerator} accelerator is CompiledModel's"}
+
+    def _maybe_compiled(self, model_bytes: bytes, api: str) -> None:
+        """API "compiled": CompiledModel on the CPU, or a reported fallback to the Interpreter;
+        "auto": CompiledModel only where a probe measured it faster (edgefleet.api_probe)."""
+        if self.runtime.name != "ai-edge-litert":
+            self.api_choice = {"chosen": INTERPRETER,
+                               "reason": f"{self.runtime.name} has the Interpreter only"}
+            return
+        if api == "auto":
+            figures = probe(model_bytes, self.num_threads)
+            if "error" in figures:
+                self.api_choice = {"chosen": INTERPRETER, "reason": figures["error"]}
+                return
+            chosen = preferred(figures["p50_ms"])
+            self.api_choice = {"chosen": chosen, "p50_ms": figures["p50_ms"],
+                               "reason": f"measured at activation: CompiledModel is chosen when it is over "
+                                         f"{MARGIN:.0%} faster per request"}
+            if chosen == INTERPRETER:
+                return
+        try:
+            self.engine = self._compiled(model_bytes, "cpu")
+        except _Failed as exc:
+            self.api_choice = {"chosen": INTERPRETER, "reason": f"CompiledModel unavailable: {exc}"}
+            return
+        self.api_choice = self.api_choice or {"chosen": COMPILED, "reason": "configured"}
+        self._interpreter = None  # only one copy of the model's tensors stays in memory
 
     def _cpu_note(self) -> str:
         """What runs on the CPU, as the node list shows it (tflite-runtime 2.14 applies no
@@ -156,7 +270,7 @@ class TFLiteModel:
             return "LiteRT applies its XNNPACK delegate on the CPU by default"
         return f"{self.runtime.name} applies its XNNPACK delegate on the CPU by default"
 
-    def _delegated_share(self) -> dict[str, Any] | None:
+    def _delegated_share(self, accelerator: str) -> dict[str, Any] | None:
         """Which ops the applied delegate took (None where the runtime does not list its nodes)."""
         from edgefleet.delegation import delegated_share
 
@@ -166,7 +280,8 @@ class TFLiteModel:
         except Exception:  # a runtime build without it
             return None
         applied = any(n["op_name"] == "DELEGATE" for n in nodes)
-        name = ("XNNPACK" if self.delegate.active == "cpu" else self.delegate.active) if applied else "none"
+        name = ("XNNPACK" if accelerator == "cpu" else accelerator) if applied else "none"
+
         def shape(index: int) -> tuple[int, ...]:
             return tuple(int(d) for d in interpreter._get_tensor_details(index, 0)["shape"])
 
@@ -174,6 +289,10 @@ class TFLiteModel:
             return delegated_share(nodes, shape, name).as_dict()
         except Exception:  # a node list in another shape than LiteRT 2.x's: no share rather than no model
             return None
+
+    @property
+    def api(self) -> str:
+        return self.engine.api
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -191,15 +310,15 @@ class TFLiteModel:
         with self._lock:
             for i in range(count):
                 for spec in self.inputs:
-                    self._interpreter.set_tensor(spec.index, spec.quantize(batches[spec.name][i][None, ...]))
+                    self.engine.set_input(spec, spec.quantize(batches[spec.name][i][None, ...]))
                 start = time.perf_counter()
-                self._interpreter.invoke()
+                self.engine.invoke()
                 elapsed = time.perf_counter() - start
                 if self.cold_start_seconds is None:
                     self.cold_start_seconds = elapsed
                 latencies.append(elapsed)
                 for spec in self.outputs:
-                    value = spec.dequantize(self._interpreter.get_tensor(spec.index))
+                    value = spec.dequantize(self.engine.get_output(spec))
                     outputs[spec.name].append(value[0] if value.ndim and value.shape[0] == 1 else value)
         return {name: np.stack(values) for name, values in outputs.items()}, latencies
 
@@ -207,6 +326,31 @@ class TFLiteModel:
         """The first output only, for callers that know the model has one."""
         outputs, latencies = self.run(x)
         return outputs[self.outputs[0].name], latencies
+
+
+_SOURCE_LOCATION = re.compile(r"^(ERROR|WARNING|INFO): \[[^\]]+:\d+\]$")
+
+
+def _one_line(exc: BaseException) -> str:
+    """A loader's message on one line (LiteRT's span several, with source locations; where
+    they are all it gives, its log on stderr holds the cause)."""
+    lines = [line.strip(" \u2514") for line in str(exc).splitlines()]
+    text = [line for line in lines if line and not _SOURCE_LOCATION.match(line)]
+    if not text and any(lines):
+        return (f"LiteRT gave only source locations ({' '.join(filter(None, lines))}); "
+                "the cause is in its log on the agent's stderr")
+    return " ".join(text) or type(exc).__name__
+
+
+def _all_failed(fallbacks: list[dict[str, str]]) -> str:
+    reasons = "; ".join(f"{f['delegate']}: {f['reason']}" for f in fallbacks)
+    hint = ""
+    if any(f["delegate"] == "edgetpu" for f in fallbacks):
+        hint = (". Check that the Coral is plugged in and libedgetpu1-std is installed, or set "
+                "delegate = \"cpu\" (or allow_cpu_fallback = true)")
+    if len(fallbacks) == 1 and fallbacks[0]["delegate"] == "cpu":
+        return fallbacks[0]["reason"]
+    return f"no accelerator took the model ({reasons}){hint}"
 
 
 def _io_specs(interpreter: Any) -> tuple[str | None, list[TensorSpec], list[TensorSpec]]:

@@ -22,7 +22,7 @@ def test_example_config_in_docs_parses(tmp_path):
 @pytest.mark.parametrize("data, words", [
     ({**BASE, "mqtt": {"hots": "x"}}, "unknown key(s) ['hots']"),
     ({**BASE, "mqtt": {"port": "1883"}}, "[mqtt].port: expected int"),
-    ({**BASE, "runtime": {"delegate": "gpu"}}, "delegate: choose one of"),
+    ({**BASE, "runtime": {"delegate": "gpu"}}, "delegate: choose auto or one of"),
     ({**BASE, "serve": {"http": "8080"}}, "HOST:PORT"),
     ({**BASE, "device_id": "a/b"}, "not valid"),
     ({"state_dir": "x", "trust_dir": "y"}, "'device_id' is required"),

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from edgefleet.accelerators import NAMES
 from edgefleet.cli.common import emit_json, need
 
 UNIT_DIR = Path("/etc/systemd/system")
@@ -75,16 +76,20 @@ def agent_run(config_path: Path, log_level: str) -> None:
               help="Untimed inferences first, as litert-benchmark's --warmup_runs.")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Interpreter threads, as litert-benchmark's --num_threads.")
-@click.option("--delegate", type=click.Choice(["cpu", "edgetpu"]), default="cpu", show_default=True,
-              help="cpu (XNNPACK) or edgetpu (libedgetpu.so.1; refused when it does not load).")
+@click.option("--delegate", type=click.Choice(NAMES), default="cpu", show_default=True,
+              help="The accelerator: cpu (XNNPACK), edgetpu (libedgetpu.so.1), an external delegate "
+                   "(vx, ethos-u, teflon, armnn, or external with --delegate-library) or LiteRT's "
+                   "litert-gpu / litert-npu; refused when it does not load (docs/runtime.md).")
+@click.option("--delegate-library", default="", metavar="PATH",
+              help="The delegate's .so instead of its known default.")
 @click.option("--api", type=click.Choice(["interpreter", "compiled"]), default="interpreter",
               show_default=True,
               help="LiteRT's Interpreter (what the agent runs) or its CompiledModel API (what "
                    "litert-benchmark runs).")
 @click.option("--profile", default="", help="Board profile for the power estimate (default: detected).")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
-def agent_bench(model_path: Path, runs: int, warmup: int, threads: int, delegate: str, api: str, profile: str,
-                as_json: bool) -> None:
+def agent_bench(model_path: Path, runs: int, warmup: int, threads: int, delegate: str, delegate_library: str,
+                api: str, profile: str, as_json: bool) -> None:
     """Time MODEL (.tflite or bundle) on this board as litert-benchmark does, plus its memory
     and its power and energy per inference (measured where the board has a sensor, else the
     profile's estimate, labelled).
@@ -104,7 +109,8 @@ def agent_bench(model_path: Path, runs: int, warmup: int, threads: int, delegate
     if profile and profile not in list_profiles():
         raise click.BadParameter(f"{profile!r} is not a board profile; choose one of {list_profiles()}",
                                  param_hint="--profile")
-    options = BenchOptions(runs, warmup, threads, delegate, BoardSettings(profile=profile), api)
+    options = BenchOptions(runs, warmup, threads, delegate, BoardSettings(profile=profile), api,
+                           delegate_library)
     try:
         result = bench(model_path, options)
     except (RuntimeLoadError, BundleError, ValueError) as exc:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
@@ -33,6 +33,9 @@ class TransferManifest:
     name: str
     version: str
     signed_by: str = ""
+    # what the bundle was converted for ({"profile", "delegate"}), so that a device can refuse
+    # a bundle for an accelerator it lacks before downloading it; {} from older publishers
+    target: dict[str, str] = field(default_factory=dict)
 
     @property
     def chunk_count(self) -> int:
@@ -62,7 +65,8 @@ def split_chunks(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[byte
 
 
 def build_transfer_manifest(
-    data: bytes, name: str, version: str, key: SigningKey, chunk_size: int = DEFAULT_CHUNK_SIZE
+    data: bytes, name: str, version: str, key: SigningKey, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    target: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The signed manifest payload and the chunks, ready to publish."""
     chunks = split_chunks(data, chunk_size)
@@ -77,6 +81,7 @@ def build_transfer_manifest(
         "name": name,
         "version": version,
         "published_at": time.time(),
+        **({"target": dict(target)} if target else {}),
     }
     return {"body": body, "signature": key.sign(canonical_json(body))}, chunks
 
@@ -106,6 +111,8 @@ def parse_transfer_manifest(payload: bytes, trust: TrustStore, expect_id: str) -
             name=str(body["name"]),
             version=str(body["version"]),
             signed_by=signed_by,
+            target={str(k): str(v) for k, v in body.get("target", {}).items()
+                    if isinstance(v, str)} if isinstance(body.get("target"), dict) else {},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DeliveryError(f"transfer manifest field missing or wrong type: {exc}") from None

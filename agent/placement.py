@@ -1,0 +1,72 @@
+"""Where a bundle's model runs on this device: the accelerator chain of the board's
+profiles, narrowed by the agent's config and by what the bundle was converted for
+(edgefleet.accelerators), and the two refusals an operator can ask for:
+
+- `target_mismatch = "refuse"` (the default): a bundle for an accelerator this device
+  lacks is refused from its transfer manifest, before a chunk is downloaded (and from its
+  own manifest where the publisher did not say); "warn" installs it with a warning;
+- `require_accelerator = true`: a model that would run on the CPU is not activated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edgefleet import accelerators as acc
+from edgefleet.accelerators import Accelerator, ChainError, Plan
+from edgefleet.agent.config import RuntimeSettings
+from edgefleet.devices.profiles import Profile
+from edgefleet.runtime import RuntimeLoadError, TFLiteModel
+
+
+class Placement:
+    def __init__(self, runtime: RuntimeSettings, profiles: list[Profile]):
+        """PROFILES: the accelerators' profiles found beside the board (a Coral USB) first,
+        the board's own last, as agent.power.board_profiles orders them."""
+        self.runtime = runtime
+        self.profiles = [p.name for p in profiles]
+        try:
+            board = acc.board_chain(entry for p in profiles for entry in p.accelerator.chain_entries())
+            self.chain: list[Accelerator] = acc.configured_chain(
+                board, runtime.delegate, runtime.delegate_library, runtime.delegate_options,
+                runtime.allow_cpu_fallback)
+        except ChainError as exc:
+            raise RuntimeLoadError(f"[runtime]: {exc}") from None
+
+    def plan(self, manifest: Mapping[str, Any]) -> Plan:
+        delegate, profile = acc.target_of(manifest)
+        return acc.plan(self.chain, delegate, profile)
+
+    def refusal(self, manifest: Mapping[str, Any]) -> str | None:
+        """Why a bundle with this (transfer or bundle) manifest is refused before it is
+        loaded, or None. A manifest that does not say what it targets is never refused here."""
+        mismatch = self.plan(manifest).mismatch
+        if mismatch and self.runtime.target_mismatch == "refuse":
+            return (f"target mismatch: {mismatch}; publish a bundle converted for this board "
+                    f"(edgefleet inspect --profiles) or set [runtime] target_mismatch = \"warn\"")
+        return None
+
+    def load(self, model_bytes: bytes, manifest: Mapping[str, Any]) -> TFLiteModel:
+        """The model on the first accelerator of the plan that takes it. Raises
+        RuntimeLoadError for a refused mismatch, no accelerator that loads it, or (under
+        require_accelerator) a model that ends on the CPU."""
+        refused = self.refusal(manifest)
+        if refused:
+            raise RuntimeLoadError(refused)
+        rt, chosen = self.runtime, self.plan(manifest)
+        model = TFLiteModel(model_bytes, runtime=rt.runtime, num_threads=rt.num_threads or None,
+                            chain=chosen.chain, api=rt.api, skipped=chosen.skipped)
+        if chosen.mismatch:
+            model.delegate.notes.append(f"warning: {chosen.mismatch}")
+        if rt.require_accelerator and model.delegate.on_cpu:
+            why = model.delegate.fallback_reason or "no accelerator in the chain " + ", ".join(
+                a.name for a in chosen.chain)
+            raise RuntimeLoadError(f"require_accelerator: the model would run on the CPU "
+                                   f"({model.delegate.active} took it; {why})")
+        return model
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"profiles": self.profiles, "chain": [a.as_dict() for a in self.chain],
+                "api": self.runtime.api, "require_accelerator": self.runtime.require_accelerator,
+                "target_mismatch": self.runtime.target_mismatch}

@@ -181,8 +181,7 @@ def _runtime(cfg: AgentConfig) -> list[Problem]:
                                 "in this Python; pip install 'edgefleet[device]' (on 32-bit Raspberry Pi OS: "
                                 "pip install tflite-runtime==2.14.0 'numpy<2')"))
     try:
-        profiles = board_profiles(cfg.board, detect_board(cfg.board.root))[::-1]
-        chain = Placement(rt, profiles).chain
+        chain = Placement(rt, board_profiles(cfg.board, detect_board(cfg.board.root))).chain
     except (RuntimeLoadError, ProfileError) as exc:
         return [*problems, Problem("error", "[runtime] delegate", str(exc))]
     for i, accelerator in enumerate(chain):

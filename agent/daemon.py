@@ -66,8 +66,7 @@ class Agent:
         except OSError as exc:
             raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
         self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
-        profiles = board_profiles(config.board, self.board)[::-1]  # accelerators first, then the board
-        placement = Placement(config.runtime, profiles)
+        placement = Placement(config.runtime, board_profiles(config.board, self.board))
         self.installer = Installer(self.store, self._trust, placement, self.clock.wall)
         self.system = SystemSampler()
         response_topic = self.topics.response(self.device_id, "infer")

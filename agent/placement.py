@@ -22,12 +22,12 @@ from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
 class Placement:
     def __init__(self, runtime: RuntimeSettings, profiles: list[Profile]):
-        """PROFILES: the accelerators' profiles found beside the board (a Coral USB) first,
-        the board's own last, as agent.power.board_profiles orders them."""
+        """PROFILES as agent.power.board_profiles gives them, the board's first; the
+        accelerators found beside it (a Coral USB) are tried before the board's own."""
         self.runtime = runtime
-        self.profiles = [p.name for p in profiles]
         try:
-            board = acc.board_chain(entry for p in profiles for entry in p.accelerator.chain_entries())
+            entries = (entry for p in reversed(profiles) for entry in p.accelerator.chain_entries())
+            board = acc.board_chain(entries)
             self.chain: list[Accelerator] = acc.configured_chain(
                 board, runtime.delegate, runtime.delegate_library, runtime.delegate_options,
                 runtime.allow_cpu_fallback)
@@ -41,7 +41,10 @@ class Placement:
     def refusal(self, manifest: Mapping[str, Any]) -> str | None:
         """Why a bundle with this (transfer or bundle) manifest is refused before it is
         loaded, or None. A manifest that does not say what it targets is never refused here."""
-        mismatch = self.plan(manifest).mismatch
+        return self._refusal(self.plan(manifest))
+
+    def _refusal(self, chosen: Plan) -> str | None:
+        mismatch = chosen.mismatch
         if mismatch and self.runtime.target_mismatch == "refuse":
             return (f"target mismatch: {mismatch}; publish a bundle converted for this board "
                     f"(edgefleet inspect --profiles) or set [runtime] target_mismatch = \"warn\"")
@@ -51,10 +54,10 @@ class Placement:
         """The model on the first accelerator of the plan that takes it. Raises
         RuntimeLoadError for a refused mismatch, no accelerator that loads it, or (under
         require_accelerator) a model that ends on the CPU."""
-        refused = self.refusal(manifest)
+        rt, chosen = self.runtime, self.plan(manifest)
+        refused = self._refusal(chosen)
         if refused:
             raise RuntimeLoadError(refused)
-        rt, chosen = self.runtime, self.plan(manifest)
         model = TFLiteModel(model_bytes, runtime=rt.runtime, num_threads=rt.num_threads or None,
                             chain=chosen.chain, api=rt.api, skipped=chosen.skipped)
         if chosen.mismatch:
@@ -65,8 +68,3 @@ class Placement:
             raise RuntimeLoadError(f"require_accelerator: the model would run on the CPU "
                                    f"({model.delegate.active} took it; {why})")
         return model
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"profiles": self.profiles, "chain": [a.as_dict() for a in self.chain],
-                "api": self.runtime.api, "require_accelerator": self.runtime.require_accelerator,
-                "target_mismatch": self.runtime.target_mismatch}

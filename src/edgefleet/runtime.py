@@ -100,12 +100,16 @@ class DelegateReport:
 
     requested: str
     active: str
-    fallback_reason: str | None = None  # the reasons of `fallbacks`, joined
     notes: list[str] = field(default_factory=list)
     share: dict[str, Any] | None = None  # what the delegate really took (edgefleet.delegation)
     chain: list[str] = field(default_factory=list)  # the accelerators in the order they were tried
     fallbacks: list[dict[str, str]] = field(default_factory=list)  # {"delegate", "reason"}
     skipped: list[dict[str, str]] = field(default_factory=list)  # left out before trying, and why
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """The reasons of `fallbacks`, joined (None: the first accelerator took the model)."""
+        return "; ".join(f"{f['delegate']}: {f['reason']}" for f in self.fallbacks) or None
 
     @property
     def on_cpu(self) -> bool:
@@ -161,7 +165,7 @@ class TFLiteModel:
             raise RuntimeLoadError("no accelerator left to try: " + "; ".join(
                 f"{name}: {why}" for name, why in skipped) if skipped else "the accelerator chain is empty")
         self.runtime = find_runtime(runtime)
-        self.num_threads, self.api_choice = num_threads, None
+        self.num_threads, self.api_choice, self._probe_seconds = num_threads, None, 0.0
         self.delegate = DelegateReport(requested=chain[0].name, active="cpu", chain=[a.name for a in chain],
                                        skipped=[{"delegate": n, "reason": r} for n, r in skipped])
         started = time.perf_counter()
@@ -173,11 +177,9 @@ class TFLiteModel:
                 self.delegate.fallbacks.append({"delegate": acc.name, "reason": str(exc)})
         else:
             raise RuntimeLoadError(_all_failed(self.delegate.fallbacks))
-        self.load_seconds = time.perf_counter() - started  # every accelerator tried, tensors, API choice
+        # every accelerator tried, delegates, tensors; not the API probe's measuring (api_choice)
+        self.load_seconds = time.perf_counter() - started - self._probe_seconds
         self.delegate.active = acc.name
-        if self.delegate.fallbacks:
-            self.delegate.fallback_reason = "; ".join(f"{f['delegate']}: {f['reason']}"
-                                                      for f in self.delegate.fallbacks)
         if self.delegate.active == "cpu" and self.engine.api == INTERPRETER:
             self.delegate.notes.append(self._cpu_note())
         self._lock = threading.Lock()
@@ -226,7 +228,7 @@ class TFLiteModel:
         return engine
 
     def _compiled_on(self, accelerator: str, model_bytes: bytes) -> None:
-        """LiteRT's GPU or NPU accelerator (with the CPU for what it leaves)."""
+        """LiteRT's GPU or NPU accelerator, taking the whole model (see CompiledEngine)."""
         engine = self._compiled(model_bytes, accelerator)
         self.engine = engine
         self._interpreter = None  # its specs are read; CompiledModel holds the model now
@@ -242,7 +244,9 @@ class TFLiteModel:
                                "reason": f"{self.runtime.name} has the Interpreter only"}
             return
         if api == "auto":
+            probe_started = time.perf_counter()
             figures = probe(model_bytes, self.num_threads)
+            self._probe_seconds = time.perf_counter() - probe_started
             if "error" in figures:
                 self.api_choice = {"chosen": INTERPRETER, "reason": figures["error"]}
                 return

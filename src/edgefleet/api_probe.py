@@ -3,7 +3,7 @@ process: `python -m edgefleet.api_probe THREADS < model.tflite` prints
 {"p50_ms": {"Interpreter": .., "CompiledModel": ..}}.
 
 A child, because loading CompiledModel maps LiteRT's accelerator registry into the
-process for good (about 20 MiB here even after the model is dropped): the agent pays for
+process for good, even after the model is dropped (docs/runtime.md): the agent pays for
 it only when it will serve with CompiledModel.
 """
 

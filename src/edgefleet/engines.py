@@ -4,9 +4,9 @@ and NPU accelerators). `TFLiteModel` (edgefleet.runtime) sets inputs, invokes an
 outputs through an engine and never needs to know which one it has.
 
 `compare` times both on the same inputs (a whole request: set, invoke, get) and
-`preferred` picks one. Which is faster is a property of the model and the board (within a
-few per cent either way on the published models tried here), so the agent measures it per
-model when it activates one, in a child process (edgefleet.api_probe).
+`preferred` picks one. Which is faster is a property of the model and the board (either
+way here: docs/benchmarks.md), so the agent measures it per model when it activates one,
+in a child process (edgefleet.api_probe).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class CompiledEngine:
 
 
 # CompiledModel must beat the Interpreter by this much to be chosen: loading it maps
-# LiteRT's accelerator registry and its own copy of the model (about 11 MiB more RSS here,
-# `python benchmarks/agent_footprint_bench.py`), and within this margin one measurement
+# LiteRT's accelerator registry and its own copy of the model (docs/runtime.md: 19.7 against
+# 8.1 MiB for the tiny digits model, `edgefleet agent bench`), and within this margin one measurement
 # cannot tell the two apart on a shared machine.
 MARGIN = 0.05
 

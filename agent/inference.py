@@ -1,5 +1,6 @@
 """The inference service: the model that serves now, and the requests it answers
-(the local API calls `infer`, MQTT requests go through a small bounded pool).
+(the local API calls `infer`; MQTT requests go through a small bounded pool, or are
+answered on paho's thread when the model answers within INLINE_S).
 
 Activation is one reference swap: a request takes the serving model once and runs on
 it, so a request in flight finishes on the model it started on and a swap never drops
@@ -11,10 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from edgefleet.agent import heap
 from edgefleet.agent.installer import ServingModel
 from edgefleet.agent.local_api import NoModelError
 from edgefleet.protocol import messages
@@ -24,6 +27,12 @@ from edgefleet.tensors import Inputs
 log = logging.getLogger("edgefleet.agent")
 # The caller's transaction id, read without parsing a body of up to 8 MiB on the network
 # thread: only for the `busy` answer, when the agent is already overloaded.
+# MQTT requests answered faster than this skip the worker pool: paho's thread is held up
+# for as long (its keep-alive is a minute, a download's chunk timeout seconds), and one
+# model's invokes run one at a time anyway, so the pool adds thread wake-ups and nothing else
+INLINE_S = 0.002
+INLINE_BYTES = 1 << 20  # and so do only requests that parse in well under that
+UNKNOWN = float("inf")
 _TRANSACTION = re.compile(rb'"transaction"\s*:\s*(?:"([A-Za-z0-9._:-]{1,128})"|(\d{1,20}))')
 
 
@@ -35,12 +44,17 @@ class InferenceService:
         self._slots = threading.BoundedSemaphore(max_pending)  # queued + running MQTT requests
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mqtt-infer")
         self.busy_total = 0
+        self._count_lock = threading.Lock()
+        self._queued = 0  # MQTT requests handed to the pool and not answered yet
+        self._recent_s = UNKNOWN  # a moving average of the time an MQTT answer takes
 
     def activate(self, serving: ServingModel) -> None:
         self.serving = serving
+        self._recent_s = UNKNOWN  # the pool until the new model shows its speed
+        heap.give_back()  # the install's buffers and the model it replaced are garbage now
 
     def infer(self, inputs: Inputs) -> dict[str, Any]:
-        """Every output by name, real-valued; `top1` for the outputs of class scores."""
+        """Every output by name (real-valued arrays); `top1` for the outputs of class scores."""
         serving = self.serving
         if serving is None:
             raise NoModelError("no model is active yet; publish one with 'edgefleet publish'")
@@ -57,7 +71,7 @@ class InferenceService:
             raise
         serving.stats.record(latencies)  # counted for the model that answered, even mid-swap
         return {"bundle_id": serving.bundle_id,
-                "outputs": {name: value.tolist() for name, value in outputs.items()},
+                "outputs": outputs,  # arrays: messages.dumps writes them as nested lists
                 "top1": {name: outputs[name].reshape(len(outputs[name]), -1).argmax(-1).tolist()
                          for name in serving.class_outputs},
                 "latency_ms": [round(s * 1000, 4) for s in latencies]}
@@ -83,15 +97,31 @@ class InferenceService:
             self._answer(messages.response_payload(
                 tx, error=f"busy: {self.max_pending} requests are waiting; retry later", code="busy"))
             return
+        if self._queued == 0 and self._recent_s < INLINE_S and len(payload) <= INLINE_BYTES:
+            # Handing a request to a worker and its answer back to paho's thread wakes two
+            # threads, which costs more than a model that answers in a millisecond or two
+            # (docs/benchmarks.md): such requests are answered here, while nothing is queued.
+            self._answer_request(payload)
+            return
+        with self._count_lock:
+            self._queued += 1
         try:
-            self._pool.submit(self._answer_request, payload)
+            self._pool.submit(self._answer_request, payload, True)
         except RuntimeError:  # the pool is shut down: the agent is stopping
+            with self._count_lock:
+                self._queued -= 1
             self._slots.release()
 
-    def _answer_request(self, payload: bytes) -> None:
+    def _answer_request(self, payload: bytes, queued: bool = False) -> None:
+        start = time.perf_counter()
         try:
             self._answer(self._respond(payload))
         finally:
+            elapsed = time.perf_counter() - start
+            with self._count_lock:
+                known = self._recent_s != UNKNOWN
+                self._recent_s = 0.8 * self._recent_s + 0.2 * elapsed if known else elapsed
+                self._queued -= queued
             self._slots.release()
 
     def _respond(self, payload: bytes) -> bytes:

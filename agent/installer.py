@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from edgefleet.agent.placement import Placement
@@ -40,7 +41,7 @@ class ServingModel:
     selftest: SelfTestResult
     stats: ModelStats = field(default_factory=ModelStats)  # this activation's own figures
 
-    @property
+    @cached_property  # read on every request
     def class_outputs(self) -> list[str]:
         """The outputs that hold class scores (they get a top-1), as the converter declared
         them in the golden set; a bundle of golden format 1 had one output, of class scores."""

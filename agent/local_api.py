@@ -10,19 +10,18 @@ on the same board. Bodies are JSON (`{"inputs": [...]}`) or a raw .npy array.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import socket
-import socketserver
 import stat
-import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import httptools
 
 from edgefleet.protocol import messages
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
@@ -47,104 +46,171 @@ class LocalApi:
         self.model_info = model_info
 
 
-def _handler(api: LocalApi, tcp: bool) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "edgefleet-agent"
-        protocol_version = "HTTP/1.1"
-        # headers and body go out as two writes; with Nagle on, a keep-alive client
-        # waits for the delayed ACK (~40 ms) on every request (TCP only: unix sockets
-        # have no such option)
-        disable_nagle_algorithm = tcp
+class _Abort(Exception):
+    """Stop reading a request and answer it with STATUS, then close the connection."""
 
-        def address_string(self) -> str:  # unix sockets have no peer address
-            return str(self.client_address[0]) if self.client_address else "unix"
+    def __init__(self, status: int, error: str):
+        super().__init__(error)
+        self.status, self.error = status, error
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("http %s " + format, self.address_string(), *args)
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+class _Request:
+    """httptools' callbacks for one connection: the request being read, and those complete."""
 
-        def do_GET(self) -> None:
-            info = api.model_info()
-            if self.path == "/v1/health":
-                self._send(HTTPStatus.OK, {"status": "ok", "bundle_id": info and info["bundle_id"]})
-            elif self.path == "/v1/model":
-                if info is None:
-                    self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no model is active yet"})
-                else:
-                    self._send(HTTPStatus.OK, info)
-            else:
-                self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}; "
-                                                  "try /v1/health, /v1/model, POST /v1/infer"})
+    def __init__(self) -> None:
+        self.parser: Any = None  # the parser these callbacks belong to
+        self.done: list[tuple[str, str, str, bytes, bool]] = []
+        self._begin()
 
-        def do_POST(self) -> None:
-            if self.path != "/v1/infer":
-                self._send(HTTPStatus.NOT_FOUND, {"error": "POST goes to /v1/infer"})
-                return
+    def _begin(self) -> None:
+        self.url, self.ctype, self.length = b"", "application/json", None
+        self.body: list[bytes] = []
+        self.size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value.decode("latin-1").split(";")[0].strip()
+        elif name == b"content-length":
+            self.length = int(value)  # httptools has checked it: digits only
+
+    def on_headers_complete(self) -> None:
+        if self.length is not None and self.length > MAX_BODY_BYTES:
+            raise _Abort(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body above {MAX_BODY_BYTES} bytes")
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_BODY_BYTES:  # a chunked body has no length up front
+            raise _Abort(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body above {MAX_BODY_BYTES} bytes")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        path = self.url.decode("latin-1").split("?", 1)[0]
+        method = self.parser.get_method().decode("latin-1")
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.done.append((method, path, self.ctype, body, self.parser.should_keep_alive()))
+        self._begin()
+
+
+def _response(status: int, body: dict[str, Any], keep_alive: bool = True) -> bytes:
+    data = messages.dumps(body)
+    head = (f"HTTP/1.1 {int(status)} {HTTPStatus(status).phrase}\r\nServer: edgefleet-agent\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            + ("" if keep_alive else "Connection: close\r\n") + "\r\n")
+    return head.encode() + data  # one write: no delayed ACK between head and body
+
+
+class _Server:
+    """HTTP/1.1 with keep-alive, a thread per connection, parsed by httptools (llhttp, the
+    parser of Node.js): http.server parses headers with the email package, slowly, and
+    costs more memory (benchmarks/agent_choices_bench.py)."""
+
+    IDLE_S = 75.0  # a kept-alive connection with nothing to say is closed, as nginx does
+
+    def __init__(self, sock: socket.socket, api: LocalApi, unix_path: Path | None = None):
+        self.socket, self.api, self.unix_path = sock, api, unix_path
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def serve_forever(self) -> None:
+        while not self._stopping:
             try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                length = -1
-            if length < 0:  # rfile.read(-1) would read until EOF, past the size limit
-                self._send(HTTPStatus.LENGTH_REQUIRED,
-                           {"error": "Content-Length is required (a number of bytes, 0 or more)"})
-                self.close_connection = True
+                conn, _ = self.socket.accept()
+            except OSError:  # the listening socket was closed: shutdown()
                 return
-            if length > MAX_BODY_BYTES:
-                self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           {"error": f"body above {MAX_BODY_BYTES} bytes"})
-                self.close_connection = True
-                return
-            body = self.rfile.read(length)
-            ctype = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
-            try:
-                if ctype == NPZ_TYPE:
-                    inputs: messages.Requested = messages.decode_npz(body)
-                elif ctype in NPY_TYPES:
-                    inputs = messages.decode_npy(body)
-                else:
-                    inputs = messages.inputs_from_json(messages._json_object(body, "request body"))
-                result = api.infer(inputs)
-            except (messages.MessageError, InputError) as exc:
-                self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-            except NoModelError as exc:
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
-            except Exception as exc:  # a failing request must not take the server down
-                log.exception("inference failed")
-                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"inference failed: {exc}"})
-            else:
-                self._send(HTTPStatus.OK, result)
+            with self._lock:
+                self._connections.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), name="local-api-conn", daemon=True).start()
 
-    return Handler
-
-
-class _QuietErrors:
-    """A client that hangs up mid-request is normal; anything else is logged, not printed."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError):
-            log.debug("http client %s went away: %s", client_address, exc)
-        else:
-            log.exception("http request from %s failed", client_address)
-
-
-class _TCPHTTPServer(_QuietErrors, ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _UnixHTTPServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+    def shutdown(self) -> None:
+        """Stop accepting and hang up on every open connection."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
     def server_close(self) -> None:
-        super().server_close()
-        Path(self.server_address).unlink(missing_ok=True)  # type: ignore[arg-type]
+        self.socket.close()
+        if self.unix_path is not None:
+            self.unix_path.unlink(missing_ok=True)
+
+    def _serve(self, conn: socket.socket) -> None:
+        request = _Request()
+        parser = request.parser = httptools.HttpRequestParser(request)
+        if conn.family != socket.AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(self.IDLE_S)
+        try:
+            while True:
+                data = conn.recv(262144)
+                if not data:
+                    return
+                try:
+                    parser.feed_data(data)
+                except (httptools.HttpParserCallbackError, httptools.HttpParserError) as exc:
+                    abort = exc.__context__ if isinstance(exc.__context__, _Abort) else _bad_request(exc)
+                    conn.sendall(_response(abort.status, {"error": abort.error}, keep_alive=False))
+                    return
+                while request.done:
+                    method, path, ctype, body, keep_alive = request.done.pop(0)
+                    status, answer = self._answer(method, path, ctype, body)
+                    conn.sendall(_response(status, answer, keep_alive))
+                    if not keep_alive:
+                        return
+        except OSError as exc:  # a client that hangs up or goes quiet is normal
+            log.debug("http client went away: %s", exc)
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            conn.close()
+
+    def _answer(self, method: str, path: str, ctype: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        if method == "GET":
+            return self._get(path)
+        if method != "POST":
+            return HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} is not served; GET or POST"}
+        if path != "/v1/infer":
+            return HTTPStatus.NOT_FOUND, {"error": "POST goes to /v1/infer"}
+        try:
+            if ctype == NPZ_TYPE:
+                inputs: messages.Requested = messages.decode_npz(body)
+            elif ctype in NPY_TYPES:
+                inputs = messages.decode_npy(body)
+            else:
+                inputs = messages.inputs_from_json(messages._json_object(body, "request body"))
+            return HTTPStatus.OK, self.api.infer(inputs)
+        except (messages.MessageError, InputError) as exc:
+            return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+        except NoModelError as exc:
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)}
+        except Exception as exc:  # a failing request must not take the server down
+            log.exception("inference failed")
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"inference failed: {exc}"}
+
+    def _get(self, path: str) -> tuple[int, dict[str, Any]]:
+        info = self.api.model_info()
+        if path == "/v1/health":
+            return HTTPStatus.OK, {"status": "ok", "bundle_id": info and info["bundle_id"]}
+        if path == "/v1/model":
+            if info is None:
+                return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no model is active yet"}
+            return HTTPStatus.OK, info
+        return HTTPStatus.NOT_FOUND, {"error": f"no such path {path}; try /v1/health, /v1/model, "
+                                      "POST /v1/infer"}
+
+
+def _bad_request(exc: Exception) -> _Abort:
+    if "Content-Length" in str(exc):
+        return _Abort(HTTPStatus.LENGTH_REQUIRED,
+                      f"Content-Length is required (a number of bytes, 0 or more): {exc}")
+    return _Abort(HTTPStatus.BAD_REQUEST, f"not an HTTP/1.1 request: {exc}")
 
 
 def _clear_stale_socket(path: Path) -> None:
@@ -162,21 +228,21 @@ def _clear_stale_socket(path: Path) -> None:
     raise OSError(f"another process is serving on {path}")
 
 
-def start_local_api(address: str, api: LocalApi) -> tuple[socketserver.BaseServer, str]:
+def start_local_api(address: str, api: LocalApi) -> tuple[_Server, str]:
     """Serve in a background thread; returns the server and the address it really bound."""
-    server: socketserver.BaseServer
-    unix = address.startswith("unix:")
-    handler = _handler(api, tcp=not unix)
-    if unix:
+    if address.startswith("unix:"):
         path = Path(address[5:])
         path.parent.mkdir(parents=True, exist_ok=True)
         _clear_stale_socket(path)
-        server = _UnixHTTPServer(str(path), handler)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
         os.chmod(path, 0o660)
-        bound = f"unix:{path}"
+        server, bound = _Server(sock, api, path), f"unix:{path}"
     else:
         host, _, port = address.rpartition(":")
-        server = _TCPHTTPServer((host, int(port)), handler)
-        bound = f"{server.server_address[0]}:{server.server_address[1]}"
+        sock = socket.create_server((host, int(port)), reuse_port=False)
+        server = _Server(sock, api)
+        bound = f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
+    sock.listen(64)
     threading.Thread(target=server.serve_forever, name="local-api", daemon=True).start()
     return server, bound

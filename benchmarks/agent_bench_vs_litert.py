@@ -26,7 +26,18 @@ from agent_overhead_bench import build_models, log  # benchmarks/, the script's 
 from docs_sections import command_line, write_section
 
 BAR = 0.10  # |agent bench p50 / litert-benchmark p50 - 1|
+RESOLUTION_MS = 0.01  # litert-benchmark rounds every figure to two decimals of a millisecond
 ROUNDS = 3
+
+
+def agreement(ours: float, theirs: float) -> str:
+    """`pass` within the bar; where litert-benchmark's two decimals cannot show 10 %, the
+    same figure at its resolution (its 0.01 stands for anything from 0.005 to 0.015)."""
+    if theirs and abs(ours / theirs - 1) <= BAR:
+        return "pass"
+    if theirs < RESOLUTION_MS / BAR and round(ours, 2) == round(theirs, 2):
+        return f"pass at litert's resolution ({RESOLUTION_MS} ms)"
+    return "MISSED"
 
 
 def _agent(model: Path, runs: int, threads: int, api: str) -> float:
@@ -75,18 +86,19 @@ def main() -> int:
              "the rounds' medians. The bar compares like with like: `agent bench --api compiled` times "
              "LiteRT's `CompiledModel.run_by_name` as litert-benchmark does. The last column is what the "
              "agent itself runs, `Interpreter.invoke()`, against CompiledModel on this machine. "
-             "litert-benchmark prints two decimals of a millisecond, which bounds the comparison for "
-             "models that run in microseconds.", "",
+             "litert-benchmark prints two decimals of a millisecond (its JSON too), so below 0.1 ms it "
+             "cannot show a 10 % difference: there the agent's figure passes if it rounds to the "
+             "same two decimals, and the table says so.", "",
              "| model | agent bench --api compiled p50 ms | litert-benchmark p50 ms | ratio | bar | "
              "| agent bench --api interpreter p50 ms | Interpreter / CompiledModel |",
              "|---|---:|---:|---:|---|---|---:|---:|"]
     missed = []
     for name, ours, theirs, interpreter in rows:
         ratio = ours / theirs if theirs else float("inf")
-        ok = abs(ratio - 1) <= BAR
-        missed += [] if ok else [name]
+        verdict = agreement(ours, theirs)
+        missed += [] if verdict != "MISSED" else [name]
         lines.append(f"| {name} | {ours:.3f} | {theirs:.3f} | {ratio:.3f} | within {BAR:.0%} "
-                     f"| {'pass' if ok else 'MISSED'} | {interpreter:.3f} | {interpreter / ours:.3f} |")
+                     f"| {verdict} | {interpreter:.3f} | {interpreter / ours:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write_docs:

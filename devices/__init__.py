@@ -1,6 +1,6 @@
 """Board knowledge: detection, thermal zones, power and energy sensors, profiles.
 
-Standard library and psutil only. Every reader takes its root path as a
+Standard library only. Every reader takes its root path as a
 parameter so that tests run it against fixture trees under tests/devices/.
 """
 

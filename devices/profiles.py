@@ -23,7 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from edgefleet.accelerators import NAMES
@@ -145,8 +145,9 @@ class Profile:
         }
 
 
-def _folder() -> Any:
-    return resources.files("edgefleet.devices").joinpath(_FOLDER)
+def _folder() -> Path:
+    # installed as plain files beside this module (importlib.resources is memory the agent can spare)
+    return Path(__file__).resolve().parent / _FOLDER
 
 
 def list_profiles() -> list[str]:

@@ -221,8 +221,8 @@ def _figures(tel: dict[str, Any] | None) -> Table:
         ("model load", _ms(cold.get("load_ms")), "interpreter, delegates and tensors"),
         ("first inference", _ms(cold.get("first_inference_ms")),
          "first invoke after loading (in the self-test)"),
-        ("process CPU", f"{sysm['process_cpu_percent']:.1f} %", "psutil, since last report"),
-        ("resident memory", f"{sysm['rss_bytes'] / 2**20:.1f} MiB", "psutil RSS"),
+        ("process CPU", f"{sysm['process_cpu_percent']:.1f} %", "os.times, since last report"),
+        ("resident memory", f"{sysm['rss_bytes'] / 2**20:.1f} MiB", "/proc/self/statm"),
         ("temperature", f"{sysm['temperature_c']:.1f} °C" if sysm["temperature_c"] is not None
          else "-", sysm["temperature_source"] or "no thermal zone on this machine"),
         ("runtime", f"{tel['runtime']['name']} {tel['runtime']['version']}", ""),

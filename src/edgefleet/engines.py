@@ -11,7 +11,6 @@ in a child process (edgefleet.api_probe).
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Protocol
 
@@ -112,7 +111,7 @@ def _cycle_p50_ms(engine: Engine, inputs: list[tuple[TensorSpec, np.ndarray]], o
         for spec in outputs:
             engine.get_output(spec)
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
+    return float(np.median(times)) * 1000.0
 
 
 def compare(engines: list[Engine], inputs: list[TensorSpec], outputs: list[TensorSpec], rounds: int = 3,
@@ -128,7 +127,7 @@ def compare(engines: list[Engine], inputs: list[TensorSpec], outputs: list[Tenso
         for engine in engines:
             medians[engine.api].append(
                 _cycle_p50_ms(engine, values, outputs, runs, budget_s / (rounds * len(engines))))
-    return {api: round(statistics.median(v), 4) for api, v in medians.items()}
+    return {api: round(float(np.median(v)), 4) for api, v in medians.items()}
 
 
 def preferred(p50_ms: dict[str, float]) -> str:

@@ -1,4 +1,5 @@
-"""One interface over the TFLite runtimes a board may have.
+"""One interface over the TFLite runtimes a board may have (found by edgefleet.runtimes):
+a model loaded on the accelerator chain, its inputs and outputs by name, and inference.
 
 Order of preference: ai-edge-litert (LiteRT), tflite-runtime 2.14 (32-bit Pi OS,
 needs numpy<2), tf.lite (workstations only). The agent never imports TensorFlow
@@ -8,12 +9,10 @@ unless it is asked for `runtime = "tensorflow"` explicitly.
 from __future__ import annotations
 
 import ctypes
-import importlib
-import importlib.metadata
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,66 +30,11 @@ from edgefleet.engines import (
     InterpreterEngine,
     preferred,
 )
+from edgefleet.runtimes import RUNTIMES, Runtime, RuntimeLoadError, find_runtime
 from edgefleet.tensors import Arrays, InputError, Inputs, TensorSpec, named_inputs, spec_from_detail
 
 __all__ = ["RUNTIMES", "DelegateReport", "InputError", "Runtime", "RuntimeLoadError",
            "TFLiteModel", "TensorSpec", "find_runtime"]
-
-RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
-# runtime name -> (module holding Interpreter and load_delegate, distribution for the version)
-_MODULES = {
-    "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
-    "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
-    "tensorflow": ("tensorflow.lite", "tensorflow"),
-}
-
-
-class RuntimeLoadError(Exception):
-    """No runtime, a delegate that will not load, or a model the runtime refuses."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    name: str
-    version: str
-    interpreter: Callable[..., Any]
-    load_delegate: Callable[..., Any]
-
-
-def _import_runtime(name: str) -> Runtime:
-    module_name, dist = _MODULES[name]
-    module = importlib.import_module(module_name)
-    if name == "tensorflow":
-        interpreter, load_delegate = module.Interpreter, module.experimental.load_delegate
-    else:
-        interpreter, load_delegate = module.Interpreter, module.load_delegate
-    try:
-        version = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return Runtime(name, version, interpreter, load_delegate)
-
-
-def find_runtime(preference: str = "auto") -> Runtime:
-    """The requested runtime, or under "auto" the first of LiteRT and tflite-runtime present.
-
-    "auto" never falls through to TensorFlow: a device without a runtime gets told what
-    to install instead of silently pulling in a 500 MB dependency.
-    """
-    if preference != "auto" and preference not in RUNTIMES:
-        raise RuntimeLoadError(f"unknown runtime {preference!r}; choose auto or one of {RUNTIMES}")
-    candidates = RUNTIMES[:2] if preference == "auto" else (preference,)
-    errors = []
-    for name in candidates:
-        try:
-            return _import_runtime(name)
-        except ImportError as exc:
-            errors.append(f"{name}: {exc}")
-    raise RuntimeLoadError(
-        "no TFLite runtime could be imported (" + "; ".join(errors) + "). "
-        "Install one: pip install 'edgefleet[device]' (ai-edge-litert), or on 32-bit Raspberry Pi OS "
-        "pip install tflite-runtime==2.14.0 'numpy<2'"
-    )
 
 
 @dataclass
@@ -309,6 +253,8 @@ class TFLiteModel:
         sample's invoke latency. Raises InputError for inputs that do not fit."""
         batches = named_inputs(self.inputs, inputs)
         count = len(next(iter(batches.values())))
+        if count == 1:
+            return self._run_one(batches)
         outputs: dict[str, list[np.ndarray]] = {s.name: [] for s in self.outputs}
         latencies = []
         with self._lock:
@@ -325,6 +271,22 @@ class TFLiteModel:
                     value = spec.dequantize(self.engine.get_output(spec))
                     outputs[spec.name].append(value[0] if value.ndim and value.shape[0] == 1 else value)
         return {name: np.stack(values) for name, values in outputs.items()}, latencies
+
+    def _run_one(self, batches: Arrays) -> tuple[Arrays, list[float]]:
+        """`run` for the common request, one sample: the same steps with nothing to batch up
+        (each line on this path runs right after an invoke has emptied the caches)."""
+        engine = self.engine
+        with self._lock:
+            for spec in self.inputs:
+                engine.set_input(spec, spec.quantize(batches[spec.name]))
+            start = time.perf_counter()
+            engine.invoke()
+            elapsed = time.perf_counter() - start
+            if self.cold_start_seconds is None:
+                self.cold_start_seconds = elapsed
+            outputs = {spec.name: spec.dequantize(engine.get_output(spec)) for spec in self.outputs}
+        return {name: value if value.ndim and value.shape[0] == 1 else value[None, ...]
+                for name, value in outputs.items()}, [elapsed]
 
     def predict(self, x: Inputs) -> tuple[np.ndarray, list[float]]:
         """The first output only, for callers that know the model has one."""

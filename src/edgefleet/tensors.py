@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,12 @@ class TensorSpec:
     zero_point: int
     tensor: str = ""  # the tensor's own name in the flatbuffer
 
-    @property
+    # cached: read on every request (frozen dataclasses keep cached_property's value)
+    @cached_property
     def quantized(self) -> bool:
         return self.dtype in ("int8", "uint8", "int16") and self.scale > 0
 
-    @property
+    @cached_property
     def sample_shape(self) -> tuple[int, ...]:
         """One sample: the shape without its batch dimension."""
         return self.shape[1:]
@@ -48,19 +50,44 @@ class TensorSpec:
 
     def quantize(self, sample: np.ndarray) -> np.ndarray:
         """An array of this tensor's own type is the tensor as it is (already quantised);
-        any other array holds real values, quantised here when the tensor is."""
-        if sample.dtype == np.dtype(self.dtype):
-            return sample
-        if self.quantized:
-            info = np.iinfo(self.dtype)
-            q = np.round(sample.astype(np.float64) / self.scale + self.zero_point)
-            return np.clip(q, info.min, info.max).astype(self.dtype)
-        return sample.astype(self.dtype)
+        any other array holds real values, quantised here when the tensor is. Floating-point
+        values must be finite (InputError): checked here rather than with the shape, on the
+        values in the cache (the last invoke has pushed the request's own array out of it)."""
+        floating = sample.dtype.kind == "f"
+        if self.quantized and sample.dtype != self.np_dtype:  # in float32 and in place, as
+            q = np.divide(sample, self.scale, dtype=np.float32)  # LiteRT's QUANTIZE: x / scale, rounded
+            if floating:
+                self._check_finite(q)
+            np.rint(q, out=q)
+            q += self.zero_point
+            low, high = self._limits
+            np.maximum(q, low, out=q)  # np.clip: the same two ufuncs behind Python-level checks
+            np.minimum(q, high, out=q)
+            return q.astype(self.np_dtype)
+        if floating:
+            self._check_finite(sample)
+        return sample if sample.dtype == self.np_dtype else sample.astype(self.np_dtype)
+
+    def _check_finite(self, values: np.ndarray) -> None:
+        if not np.isfinite(values).all():
+            raise InputError(f"input {self.name!r}: inputs contain NaN or infinity (or values beyond "
+                             "float32's range once scaled); a model given them answers nonsense")
+
+    @cached_property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @cached_property
+    def _limits(self) -> tuple[int, int]:
+        info = np.iinfo(self.dtype)
+        return int(info.min), int(info.max)
 
     def dequantize(self, value: np.ndarray) -> np.ndarray:
+        real = value.astype(np.float32)  # a new array: the conversions below work in place
         if self.quantized:
-            return ((value.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
-        return value.astype(np.float32)
+            real -= self.zero_point
+            real *= np.float32(self.scale)
+        return real
 
 
 def spec_from_detail(detail: dict[str, Any], name: str | None = None) -> TensorSpec:
@@ -74,6 +101,8 @@ def spec_from_detail(detail: dict[str, Any], name: str | None = None) -> TensorS
 
 def named_inputs(specs: Sequence[TensorSpec], inputs: Inputs) -> Arrays:
     """INPUTS as arrays by input name, each a batch (a single sample gains its batch axis)."""
+    if len(specs) == 1 and type(inputs) is np.ndarray:  # most requests: no ABC isinstance checks
+        return {specs[0].name: _batch(specs[0], inputs)}
     if isinstance(inputs, Mapping):
         unknown = sorted(set(inputs) - {s.name for s in specs})
         missing = [s.name for s in specs if s.name not in inputs]
@@ -111,10 +140,8 @@ def _batch(spec: TensorSpec, x: np.ndarray) -> np.ndarray:
             f"sample or (N, {', '.join(map(str, sample))}) for a batch")
     if x.shape[0] == 0:
         raise InputError(f"{what}: the batch holds no samples")
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+    if x.dtype.kind not in "iuf":  # i, u: integers; f: floating point (finite: TensorSpec.quantize)
         raise InputError(f"{what}: dtype {x.dtype} is not a real number type")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise InputError(f"{what}: inputs contain NaN or infinity; a model given them answers nonsense")
     return x
 
 

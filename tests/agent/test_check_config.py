@@ -83,7 +83,7 @@ def test_missing_trust_folder_and_damaged_key_are_errors_an_empty_one_a_warning(
     assert result.exit_code == 0 and "holds no .pub key" in result.output  # keys may come later
     (tmp_path / "trusted" / "bad.pub").write_text("not a key")
     result = _check(path)
-    assert result.exit_code == 1 and "is not a PEM public key" in result.output
+    assert result.exit_code == 1 and "is not an Ed25519 PEM public key" in result.output
     shutil.rmtree(tmp_path / "trusted")
     result = _check(path)
     assert result.exit_code == 1 and f"{tmp_path / 'trusted'} does not exist" in result.output

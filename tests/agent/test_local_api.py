@@ -115,3 +115,71 @@ def test_nan_inputs_and_an_existing_file_at_the_socket_path_are_refused(tmp_path
         server.shutdown()
         server.server_close()
     assert not sock.exists()  # removed on a clean stop
+
+
+def _exchange(port: int, data: bytes, answers: int) -> list[tuple[int, dict, bytes]]:
+    """Write DATA in one piece and read ANSWERS responses (status, body, head) off the socket."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        buf, out = b"", []
+        while len(out) < answers:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(buf) < length:
+                buf += s.recv(65536)
+            out.append((int(head.split()[1]), json.loads(buf[:length]), head))
+            buf = buf[length:]
+    return out
+
+
+def test_pipelined_requests_unknown_methods_and_garbage_get_their_own_answers(model, tiny):
+    def infer(x):
+        out, _ = model.predict(x)
+        return {"top1": out.argmax(-1).tolist()}
+
+    server, bound = start_local_api("127.0.0.1:0", LocalApi(infer, lambda: {"bundle_id": "b"}))
+    port = int(bound.rsplit(":", 1)[1])
+    try:
+        body = json.dumps({"inputs": tiny.x[:2].tolist()}).encode()
+        post = (b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        three = _exchange(port, post + b"GET /v1/health?verbose=1 HTTP/1.1\r\nHost: x\r\n\r\n" + post, 3)
+        assert [status for status, _, _ in three] == [200, 200, 200]
+        assert three[0][1] == three[2][1] and len(three[0][1]["top1"]) == 2
+        assert three[1][1]["status"] == "ok"
+        put = b"PUT /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        (status, answer, _), = _exchange(port, put, 1)
+        assert status == 405 and "GET or POST" in answer["error"]
+        (status, answer, head), = _exchange(port, b"HELLO\r\n\r\n", 1)
+        assert status == 400 and "not an HTTP/1.1 request" in answer["error"]
+        assert b"Connection: close" in head
+        (status, answer, _), = _exchange(port, b"POST /v1/infer HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}", 1)
+        assert status == 400 and "inputs" in answer["error"]  # HTTP/1.0: answered, then closed
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_chunked_body_past_the_limit_is_refused_before_it_is_all_read(monkeypatch):
+    from edgefleet.agent import local_api
+
+    monkeypatch.setattr(local_api, "MAX_BODY_BYTES", 100_000)
+    calls: list[object] = []
+    server, bound = start_local_api("127.0.0.1:0", LocalApi(lambda x: calls.append(x) or {}, lambda: None))
+    port = int(bound.rsplit(":", 1)[1])
+    try:
+        chunk = b"%x\r\n" % 60_000 + b"1" * 60_000 + b"\r\n"
+        head = b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        (status, answer, _), = _exchange(port, head + chunk * 2, 1)
+        assert status == 413 and "100000" in answer["error"] and calls == []
+        small = head + b"2\r\n{}\r\n0\r\n\r\n"  # a chunked body within the limit is served
+        (status, answer, _), = _exchange(port, small, 1)
+        assert status == 400 and "inputs" in answer["error"]
+    finally:
+        server.shutdown()
+        server.server_close()

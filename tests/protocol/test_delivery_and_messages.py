@@ -134,3 +134,38 @@ def test_bad_inference_request_keeps_its_transaction_for_the_answer():
 def test_deeply_nested_json_is_a_message_error():
     with pytest.raises(messages.MessageError, match="not valid JSON"):
         messages.parse_infer_request(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((1, 8, 8, 1), np.float32), np.arange(6, dtype=">i4").reshape(2, 3),
+    np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.zeros((0, 3), np.uint8), np.float32(3.5),
+])
+def test_npy_bodies_read_as_numpy_writes_them(array):
+    import io
+
+    for version in ((1, 0), (2, 0)):
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.asanyarray(array), version=version)
+        for _ in range(2):  # the second time from the header cache
+            got = messages.decode_npy(buf.getvalue())
+            assert got.shape == np.shape(array) and got.dtype == np.asarray(array).dtype
+            np.testing.assert_array_equal(got, array)
+
+
+def test_broken_npy_bodies_are_refused_with_the_reason():
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(4))
+    good = buf.getvalue()
+    huge = io.BytesIO()  # a header that claims 10**20 numbers, followed by four
+    np.lib.format.write_array_header_1_0(huge, {"descr": "<f8", "fortran_order": False,
+                                                "shape": (10**10, 10**10)})
+    cases = {good[:-8]: "smaller than requested", good[:20]: "reading array header",
+             huge.getvalue() + bytes(32): "not a readable"}
+    objects = io.BytesIO()
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    cases[objects.getvalue()] = "Python objects are refused"
+    for body, reason in cases.items():
+        with pytest.raises(messages.MessageError, match=reason):
+            messages.decode_npy(body)

@@ -49,10 +49,13 @@ def agent_run(config_path: Path, log_level: str) -> None:
     Example:
       edgefleet agent run --config /etc/edgefleet/agent.toml --log-level DEBUG
     """
-    need("device", "paho.mqtt", "psutil", "cryptography")
+    need("device", "paho.mqtt", "nacl")
+    from edgefleet.agent import heap
     from edgefleet.agent.config import ConfigError, load_config
     from edgefleet.agent.daemon import Agent, AgentStartError
     from edgefleet.agent.service_unit import EXIT_CONFIG
+
+    heap.one_arena()  # before any thread starts (edgefleet.agent.heap says why)
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -137,7 +140,7 @@ def check_config(config_path: Path, as_json: bool) -> None:
       edgefleet agent check-config /etc/edgefleet/agent.toml
       edgefleet agent check-config agent.toml --json
     """
-    need("device", "cryptography")
+    need("device", "nacl")
     from edgefleet.agent.config_check import check_config as run_checks
 
     report = run_checks(config_path)
@@ -215,7 +218,7 @@ def install_service(config_path: Path, user: str, dry_run: bool) -> None:
       edgefleet agent install-service --dry-run
       sudo edgefleet agent install-service --config /etc/edgefleet/agent.toml --user edgefleet
     """
-    need("device", "cryptography")
+    need("device", "nacl")
     import pwd
 
     from edgefleet.agent.config_check import check_config as run_checks

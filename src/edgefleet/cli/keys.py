@@ -39,7 +39,7 @@ def keys_generate(folder: Path, name: str, as_json: bool) -> None:
     Example:
       edgefleet keys generate --dir keys --name signing
     """
-    need("device", "cryptography")
+    need("device", "nacl")
     from edgefleet.protocol.signing import SigningKey, generate_keypair
 
     blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
@@ -71,7 +71,7 @@ def keys_list(folder: Path, as_json: bool) -> None:
     Example:
       edgefleet keys list /etc/edgefleet/trusted
     """
-    need("device", "cryptography")
+    need("device", "nacl")
     from edgefleet.protocol.signing import SignatureError, TrustStore
 
     if not folder.is_dir():  # TrustStore reads a missing folder as an empty one

@@ -33,7 +33,7 @@ def pack(model: Path, out: Path, data_path: Path | None, key: Path, name: str | 
     Example:
       edgefleet pack palm_detection_lite.tflite --out palm-1.efb --data inputs.npz --name palm
     """
-    need("device", "cryptography", "ai_edge_litert")  # the schema reader ships with LiteRT
+    need("device", "nacl", "ai_edge_litert")  # the schema reader ships with LiteRT
     from edgefleet.converter.errors import ConversionError
     from edgefleet.converter.pack import pack as run_pack
     from edgefleet.converter.pack import report_for_json, summary_text

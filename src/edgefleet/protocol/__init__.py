@@ -2,7 +2,7 @@
 payloads (`messages`), the signed transfer manifest and chunking (`delivery`), the
 bundle format (`bundle`) and Ed25519 signing (`signing`). See docs/protocol.md.
 
-Standard library, numpy and cryptography only: the agent, the converter and the
+Standard library, numpy and PyNaCl only: the agent, the converter and the
 fleet tools all import it, and it imports none of them.
 """
 

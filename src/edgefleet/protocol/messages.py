@@ -6,14 +6,17 @@ MessageError with a reason that can be sent back to the sender.
 
 from __future__ import annotations
 
-import base64
+import functools
 import io
-import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
+import pybase64
+from numpy.lib import format as npy_format
 
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.protocol.topics import check_id
@@ -35,15 +38,26 @@ class MessageError(ValueError):
         self.transaction = transaction
 
 
+def _as_json(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):  # one orjson does not write itself (not C-contiguous)
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON; NumPy arrays as nested lists. orjson, because json.dumps takes twenty
+    times as long for an ImageNet model's class scores (benchmarks/agent_choices_bench.py);
+    a NaN or infinite number is written as null, which every JSON reader takes."""
+    return orjson.dumps(obj, default=_as_json, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 def _json_object(payload: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise MessageError(f"{what} is not valid JSON (or nested too deeply)") from None
+        obj = orjson.loads(payload)  # UTF-8 only, nesting at most 1,024 deep
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise MessageError(f"{what} must be a JSON object")
     return obj
@@ -92,23 +106,46 @@ def encode_array(array: np.ndarray) -> str:
     """An array as base64 of its .npy bytes (exact dtype and shape)."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
-    return base64.b64encode(buf.getvalue()).decode()
+    return pybase64.b64encode(buf.getvalue()).decode()
 
 
 def encode_arrays(arrays: dict[str, np.ndarray]) -> str:
     """Arrays by name as base64 of their .npz bytes (exact dtypes and shapes)."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    return base64.b64encode(buf.getvalue()).decode()
+    return pybase64.b64encode(buf.getvalue()).decode()
+
+
+@functools.lru_cache(maxsize=32)
+def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """NumPy's own reading of a .npy header, once per distinct header: a client sends the
+    same one with every request, and np.load parses it again each time
+    (benchmarks/agent_choices_bench.py)."""
+    f = io.BytesIO(header)
+    version = npy_format.read_magic(f)
+    read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if f.tell() != len(header):
+        raise ValueError("the header's length field does not match the header")
+    if dtype.hasobject:
+        raise ValueError("arrays of Python objects are refused (they would need unpickling)")
+    return shape, fortran, dtype
 
 
 def decode_npy(data: bytes) -> np.ndarray:
-    if not data.startswith(b"\x93NUMPY"):
+    """The array in .npy bytes (np.save output), read-only, without a copy; never unpickles."""
+    if not data.startswith(b"\x93NUMPY") or len(data) < 12:
         raise MessageError("the body is not a .npy array (no NumPy header); send np.save output, "
                            "or JSON with Content-Type application/json")
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        # the header's length: 2 bytes in version 1, 4 in versions 2 and 3 (NEP 1)
+        size = 2 if data[6] == 1 else 4
+        end = 8 + size + int.from_bytes(data[8:8 + size], "little")
+        shape, fortran, dtype = _npy_header(data[:end])
+        count = math.prod(shape)
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=end)
+        return array.reshape(shape, order="F" if fortran else "C")
+    except (ValueError, OSError, EOFError, OverflowError) as exc:
         raise MessageError(f"not a readable .npy array: {exc}") from None
 
 
@@ -149,7 +186,7 @@ def _b64(obj: dict[str, Any], key: str) -> bytes:
     if not isinstance(obj[key], str):
         raise MessageError(f"{key} must be a base64 string")
     try:
-        return base64.b64decode(obj[key], validate=True)
+        return pybase64.b64decode(obj[key], validate=True)  # SIMD (benchmarks/agent_choices_bench.py)
     except ValueError:
         raise MessageError(f"{key} is not valid base64") from None
 

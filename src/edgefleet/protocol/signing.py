@@ -1,8 +1,17 @@
-"""Ed25519 keys, signatures and the agent's trust store (a folder of public keys)."""
+"""Ed25519 keys, signatures and the agent's trust store (a folder of public keys).
+
+The signatures come from PyNaCl (libsodium). Key files are the PEM forms that OpenSSL and
+`cryptography` write for Ed25519 (PKCS#8 private keys, SubjectPublicKeyInfo public keys,
+RFC 8410), so keys made by either tool work here and ours work there. PyNaCl reads no PEM,
+and `cryptography`, which does, costs a board several times PyNaCl's resident memory for
+this alone (benchmarks/agent_choices_bench.py); an Ed25519 key in these forms is a fixed
+DER prefix and 32 bytes (RFC 8410, section 10), so `_pem_key` and `_pem` do it by hand.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -10,16 +19,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey as _NaclSigningKey
+from nacl.signing import VerifyKey
 
 PRIVATE_SUFFIX = ".key"
 PUBLIC_SUFFIX = ".pub"
+# DER before the 32 key bytes (RFC 8410, section 10): PKCS#8 v1 holding the seed, and
+# SubjectPublicKeyInfo, both with the id-Ed25519 algorithm (1.3.101.112)
+_PRIVATE_DER = bytes.fromhex("302e020100300506032b657004220420")
+_PUBLIC_DER = bytes.fromhex("302a300506032b6570032100")
+_PEM_LABELS = {_PRIVATE_DER: "PRIVATE KEY", _PUBLIC_DER: "PUBLIC KEY"}
 
 
 class SignatureError(Exception):
     """A signature is missing, malformed, from an unknown key, or does not verify."""
+
+
+def _pem(prefix: bytes, key: bytes) -> bytes:
+    label = _PEM_LABELS[prefix]
+    body = base64.encodebytes(prefix + key).decode()  # 76-character lines, as PEM wants
+    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n".encode()
+
+
+def _pem_key(text: bytes, prefix: bytes) -> bytes:
+    """The 32 key bytes of an Ed25519 PEM file; ValueError saying what it holds instead."""
+    label = _PEM_LABELS[prefix]
+    lines = text.decode("ascii", "replace").strip().splitlines()
+    if len(lines) < 3 or lines[0] != f"-----BEGIN {label}-----" or lines[-1] != f"-----END {label}-----":
+        raise ValueError(f"expected a PEM block '-----BEGIN {label}-----'")
+    try:
+        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except binascii.Error:
+        raise ValueError("the PEM body is not base64") from None
+    if len(der) != len(prefix) + 32 or not der.startswith(prefix):
+        raise ValueError("it is not an Ed25519 key (RFC 8410); other key types are not supported")
+    return der[len(prefix):]
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -27,37 +62,34 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+def key_id(public_key: VerifyKey) -> str:
+    return hashlib.sha256(bytes(public_key)).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class SigningKey:
-    private_key: Ed25519PrivateKey
+    private_key: _NaclSigningKey
 
     @property
     def key_id(self) -> str:
-        return key_id(self.private_key.public_key())
+        return key_id(self.private_key.verify_key)
 
     def sign(self, data: bytes) -> dict[str, str]:
-        sig = self.private_key.sign(data)
+        sig = self.private_key.sign(data).signature
         return {"alg": "ed25519", "key_id": self.key_id, "sig": base64.b64encode(sig).decode()}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SigningKey:
         path = Path(path)
         try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            seed = _pem_key(path.read_bytes(), _PRIVATE_DER)
         except FileNotFoundError:
             raise SignatureError(
                 f"signing key {path} not found: create one with 'edgefleet keys generate'"
             ) from None
         except ValueError as exc:
-            raise SignatureError(f"{path} is not a PEM private key: {exc}") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise SignatureError(f"{path} is not an Ed25519 key")
-        return cls(key)
+            raise SignatureError(f"{path} is not an Ed25519 PEM private key: {exc}") from None
+        return cls(_NaclSigningKey(seed))
 
 
 def generate_keypair(folder: str | os.PathLike[str], name: str = "signing") -> tuple[Path, Path]:
@@ -68,39 +100,31 @@ def generate_keypair(folder: str | os.PathLike[str], name: str = "signing") -> t
     for p in (private_path, public_path):
         if p.exists():
             raise FileExistsError(f"{p} exists; choose another --name or folder")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    key = _NaclSigningKey.generate()
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+        f.write(_pem(_PRIVATE_DER, bytes(key)))
+    public_path.write_bytes(_pem(_PUBLIC_DER, bytes(key.verify_key)))
     return private_path, public_path
 
 
 class TrustStore:
     """Public keys the agent accepts signatures from: every *.pub file in one folder."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey]):
+    def __init__(self, keys: dict[str, VerifyKey]):
         self.keys = keys
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike[str]) -> TrustStore:
         folder = Path(folder)
-        keys: dict[str, Ed25519PublicKey] = {}
+        keys: dict[str, VerifyKey] = {}
         if folder.is_dir():
             for path in sorted(folder.glob(f"*{PUBLIC_SUFFIX}")):
                 try:
-                    key = serialization.load_pem_public_key(path.read_bytes())
+                    key = VerifyKey(_pem_key(path.read_bytes(), _PUBLIC_DER))
                 except ValueError as exc:
-                    raise SignatureError(f"trusted key {path} is not a PEM public key: {exc}") from None
-                if not isinstance(key, Ed25519PublicKey):
-                    raise SignatureError(f"trusted key {path} is not an Ed25519 key")
+                    raise SignatureError(
+                        f"trusted key {path} is not an Ed25519 PEM public key: {exc}") from None
                 keys[key_id(key)] = key
         return cls(keys)
 
@@ -119,7 +143,7 @@ class TrustStore:
         if not isinstance(sig, str):
             raise SignatureError("signature value 'sig' is missing or not a base64 string")
         try:
-            key.verify(base64.b64decode(sig, validate=True), data)
-        except (InvalidSignature, ValueError):
+            key.verify(data, base64.b64decode(sig, validate=True))
+        except (BadSignatureError, ValueError):
             raise SignatureError(f"signature by key {kid} does not match the signed content") from None
         return kid

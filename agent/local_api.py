@@ -16,6 +16,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -120,8 +121,13 @@ class _Server:
         while not self._stopping:
             try:
                 conn, _ = self.socket.accept()
-            except OSError:  # the listening socket was closed: shutdown()
-                return
+            except OSError as exc:
+                if self._stopping:  # shutdown() closed the listening socket
+                    return
+                # out of file descriptors, or a client gone before it was accepted: keep serving
+                log.warning("local API: accept failed (%s); retrying", exc)
+                time.sleep(0.1)
+                continue
             with self._lock:
                 self._connections.add(conn)
             threading.Thread(target=self._serve, args=(conn,), name="local-api-conn", daemon=True).start()

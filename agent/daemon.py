@@ -5,9 +5,7 @@ This module wires the parts and owns the worker loop; each part does one job:
 `link` (MQTT), `transfer` (the pure download state machine), `installer` (verify,
 self-test, activate), `inference` (serving), `reporter` (reported state, telemetry).
 
-Threads: paho's network loop only queues events (and hands inference requests to the
-inference pool); one worker thread, the one that calls `run()`, owns all install state,
-so no install step races another.
+Threads (docs/architecture.md): one worker, the one that calls `run()`, owns all install state.
 """
 
 from __future__ import annotations
@@ -241,8 +239,9 @@ class Agent:
         want, self.desired_source = self._effective_desired()
         bundle_id = want.bundle_id
         if bundle_id is None or (self.serving and self.serving.bundle_id == bundle_id):
-            # nothing to install (any earlier failure stays in last_error)
+            # nothing to install (any earlier failure stays in last_error), nor to resume
             self._abort_transfer()
+            self.store.discard_downloads(keep=None)
             self.reporter.clear_install()
             self.reporter.report(force=True)
             return
@@ -253,6 +252,7 @@ class Agent:
             self.reporter.report(force=True)
             return
         self._abort_transfer()
+        self.store.discard_downloads(keep=bundle_id)  # what another desired state left
         stored = self.installer.stored_bundle(bundle_id)
         if stored is not None:  # e.g. a rollback to the previous version
             self._install(token, stored[0], stored[1])
@@ -262,13 +262,14 @@ class Agent:
         self.reporter.set_install(bundle_id, "downloading", progress=0.0)
         self._apply(self.transfer.start(self.clock.monotonic()))
 
-    def _abort_transfer(self) -> None:
+    def _abort_transfer(self, keep_download: bool = False) -> None:
         if self.transfer is None:
             return
         bundle_id = self.transfer.bundle_id
         self._apply(self.transfer.abort())
         self.transfer = self.transfer_token = None
-        self.store.discard_download(bundle_id)  # no one wants it now; it would only fill the disk
+        if not keep_download:  # no one wants it now; it would only fill the disk
+            self.store.discard_download(bundle_id)
 
     # delivery
     def _on_manifest(self, payload: bytes) -> None:
@@ -359,7 +360,7 @@ class Agent:
         log.error("bundle %s refused at %s: %s", bundle_id, stage, reason)
         self.failed_tokens.add(token)
         if self.transfer and self.transfer.bundle_id == bundle_id:
-            self._abort_transfer()
+            self._abort_transfer(keep_download=True)  # re-setting the desired state resumes it
         self.reporter.record_error(bundle_id, stage, reason, publish=False)
         self.reporter.set_install(bundle_id, "failed", stage=stage, reason=reason, force=True)
 

@@ -93,7 +93,9 @@ class InferenceService:
             if serving is not None:
                 serving.stats.record_error("busy")
             found = _TRANSACTION.search(payload[:4096])
-            tx = (found.group(1) or found.group(2)).decode() if found else None
+            tx: messages.Transaction | None = None
+            if found:
+                tx = found.group(1).decode() if found.group(1) else int(found.group(2))
             self._answer(messages.response_payload(
                 tx, error=f"busy: {self.max_pending} requests are waiting; retry later", code="busy"))
             return
@@ -125,12 +127,13 @@ class InferenceService:
             self._slots.release()
 
     def _respond(self, payload: bytes) -> bytes:
-        transaction = None
+        transaction: messages.Transaction | None = None
         try:
             transaction, inputs = messages.parse_infer_request(payload)
             return messages.response_payload(transaction, self.infer(inputs))
         except messages.MessageError as exc:
-            return messages.response_payload(exc.transaction or transaction, error=str(exc))
+            tx = exc.transaction if exc.transaction is not None else transaction
+            return messages.response_payload(tx, error=str(exc))
         except (InputError, NoModelError) as exc:
             return messages.response_payload(transaction, error=str(exc))
         except Exception as exc:  # a handler that throws still answers

@@ -21,6 +21,7 @@ from edgefleet.protocol import messages
 log = logging.getLogger("edgefleet.agent")
 REPORT_EVERY_S = 1.0
 BUSY_STATES = ("downloading", "verifying", "self-testing")
+INSTALL_START = {"progress": 0.0, "chunks_have": 0, "chunks_total": None, "chunks_resumed": 0}
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,11 @@ class Reporter:
         self._due = False
 
     def set_install(self, bundle_id: str, state: str, force: bool = False, **extra: Any) -> None:
-        self.install = {"bundle_id": bundle_id, "state": state, "updated_at": self._wall(), **extra}
+        """Every documented field at every stage: the last known figures of this bundle's
+        install (`chunks_total` is null until its manifest has arrived)."""
+        known = self.install if self.install and self.install["bundle_id"] == bundle_id else INSTALL_START
+        self.install = {**INSTALL_START, **{k: known.get(k) for k in INSTALL_START}, "bundle_id": bundle_id,
+                        "state": state, "updated_at": self._wall(), **extra}
         self.report(force)
 
     def clear_install(self) -> None:

@@ -50,6 +50,7 @@ class Store:
         self.bundles = self.root / "bundles"
         for folder in (self.downloads, self.bundles):
             folder.mkdir(parents=True, exist_ok=True)
+        self._tidy()
 
     # downloads
     def _download_dir(self, bundle_id: str) -> Path:
@@ -86,6 +87,19 @@ class Store:
 
     def discard_download(self, bundle_id: str) -> None:
         shutil.rmtree(self._download_dir(bundle_id), ignore_errors=True)
+
+    def discard_downloads(self, keep: str | None) -> None:
+        """Every partial download but KEEP's (no one wants them now: they would fill the disk)."""
+        for folder in self.downloads.iterdir():
+            if folder.name != keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _tidy(self) -> None:
+        """A download of a bundle that is installed is one whose clean-up a crash or a power
+        cut interrupted after activation: it is not needed again."""
+        for folder in self.downloads.iterdir():
+            if (self.bundles / f"{folder.name}.efb").exists():
+                shutil.rmtree(folder, ignore_errors=True)
 
     # installed bundles
     def bundle_path(self, bundle_id: str) -> Path:

@@ -108,7 +108,7 @@ class SystemSampler:
             "rss_bytes": self._proc.rss_bytes(),
             "temperature_c": temps[hottest] if hottest else None,
             "temperature_source": f"measured:thermal_zone:{hottest}" if hottest else None,
-            "temperatures_c": temps,
+            "temperatures_c": temps or None,  # null, as temperature_c, where there is no zone
         }
 
 

@@ -66,7 +66,20 @@ class TensorSpec:
             return q.astype(self.np_dtype)
         if floating:
             self._check_finite(sample)
-        return sample if sample.dtype == self.np_dtype else sample.astype(self.np_dtype)
+        if sample.dtype == self.np_dtype:
+            return sample
+        if self.np_dtype.kind in "iu":  # an integer tensor taken as it is: values must fit, whole
+            self._check_fits(sample, floating)
+        return sample.astype(self.np_dtype)
+
+    def _check_fits(self, sample: np.ndarray, floating: bool) -> None:
+        low, high = self._limits
+        if sample.size and (sample.min() < low or sample.max() > high):
+            raise InputError(f"input {self.name!r}: values from {sample.min()} to {sample.max()} do not fit "
+                             f"{self.dtype} ({low} to {high}); the model takes them as they are, unscaled")
+        if floating and not np.array_equal(sample, np.trunc(sample)):
+            raise InputError(f"input {self.name!r}: the model takes whole numbers ({self.dtype}), "
+                             "not fractions")
 
     def _check_finite(self, values: np.ndarray) -> None:
         if not np.isfinite(values).all():

@@ -147,3 +147,43 @@ def test_shutdown_finishes_when_the_link_dies_at_the_last_moment(start_agent):
     running.stop()
     assert running.errors == []
     assert not running.socket_path.exists()
+
+
+def test_a_failed_download_keeps_its_good_chunks_for_the_next_attempt(start_agent, broker, keys, tiny):
+    """Re-setting the desired state after a failed download fetches only what is missing
+    (issue 10: the whole download folder used to be deleted)."""
+    from edgefleet.fleet.publish import publish_bundle
+    from edgefleet.protocol.delivery import split_chunks
+
+    running = start_agent("pi-resume")
+    topics, device = running.topics, "pi-resume"
+    watcher = Watcher(broker.address, [topics.reported(device)])
+    client = connect(broker.address, "test")
+    try:
+        published = publish_bundle(client, topics, tiny.bundle, keys.key, chunk_size=4096)  # no desired yet
+        chunks = split_chunks(tiny.bundle.read_bytes(), 4096)
+        bad = len(chunks) // 2
+        client.publish(topics.bundle_chunk(published.bundle_id, bad), b"junk" * 1024, qos=1,
+                       retain=True).wait_for_publish(10)
+        client.publish(topics.device_desired(device), messages.desired_payload(published.bundle_id),
+                       qos=1, retain=True).wait_for_publish(10)
+        failed = watcher.wait_for(topics.reported(device),
+                                  lambda r: (r.get("install") or {}).get("state") == "failed", 30)
+        assert failed["install"]["stage"] == "download" and "SHA-256" in failed["install"]["reason"]
+        kept = list((running.agent.store.downloads / published.bundle_id).glob("chunk-*"))
+        assert len(kept) == len(chunks) - 1  # every chunk but the damaged one
+        client.publish(topics.bundle_chunk(published.bundle_id, bad), chunks[bad], qos=1,
+                       retain=True).wait_for_publish(10)
+        client.publish(topics.device_desired(device), messages.desired_payload(published.bundle_id),
+                       qos=1, retain=True).wait_for_publish(10)  # a new set_at: try again
+        done = watcher.wait_for(topics.reported(device),
+                                lambda r: (r.get("install") or {}).get("chunks_have") == len(chunks), 30)
+        assert done["install"]["chunks_resumed"] == len(chunks) - 1
+        watcher.wait_for(topics.reported(device), lambda r: (r.get("active") or {}).get("bundle_id")
+                         == published.bundle_id, 30)
+    finally:
+        client.publish(topics.device_desired(device), b"", qos=1, retain=True).wait_for_publish(10)
+        close(client)
+        watcher.close()
+    running.stop()
+    assert running.errors == []

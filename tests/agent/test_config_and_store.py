@@ -98,3 +98,16 @@ def test_damaged_active_bundle_falls_back_without_keeping_it_as_rollback(tmp_pat
         store.set_active(name)
     store.fall_back_to("a")
     assert store.active_record()["active"] == "a" and store.active_record()["previous"] is None
+
+
+def test_start_up_removes_the_download_of_a_bundle_already_installed(tmp_path):
+    """A crash during the clean-up after activation leaves the download behind (issue 10)."""
+    (tmp_path / "downloads" / "m-1-aaaaaaaaaaaa").mkdir(parents=True)
+    (tmp_path / "downloads" / "m-1-aaaaaaaaaaaa" / "chunk-000000").write_bytes(b"x")  # half removed
+    (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb").mkdir()  # a download to resume
+    (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb" / "chunk-000003").write_bytes(b"y")
+    (tmp_path / "bundles").mkdir()
+    (tmp_path / "bundles" / "m-1-aaaaaaaaaaaa.efb").write_bytes(b"installed")
+    Store(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["m-2-bbbbbbbbbbbb"]
+    assert (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb" / "chunk-000003").read_bytes() == b"y"

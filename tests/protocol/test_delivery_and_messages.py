@@ -96,7 +96,7 @@ def test_inference_request_with_npy_keeps_shape_and_transaction():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     request = messages.dumps({"transaction": 7, "inputs_npy": messages.encode_array(x)})
     tx, got = messages.parse_infer_request(request)
-    assert tx == "7" and np.array_equal(got, x)
+    assert tx == 7 and np.array_equal(got, x)  # an integer transaction stays an integer
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "+", "#", "a b", "-a", "x" * 200])

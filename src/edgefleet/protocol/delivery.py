@@ -7,16 +7,18 @@ fetches only the chunks it lacks and checks each against the manifest.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from edgefleet.protocol.signing import SignatureError, SigningKey, TrustStore, canonical_json
 
 FORMAT = "edgefleet.transfer/1"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class DeliveryError(Exception):
@@ -86,13 +88,28 @@ def build_transfer_manifest(
     return {"body": body, "signature": key.sign(canonical_json(body))}, chunks
 
 
+def _field(body: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    value = body.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):  # bool is an int to Python
+        raise DeliveryError(f"transfer manifest: {key} must be {what}, not {type(value).__name__}")
+    return value
+
+
+def _digests(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(h, str) and _HEX64.fullmatch(h) for h in value):
+        raise DeliveryError("transfer manifest: chunks must be a list of SHA-256 hex digests")
+    return tuple(value)
+
+
 def parse_transfer_manifest(payload: bytes, trust: TrustStore, expect_id: str) -> TransferManifest:
     """Check the signature and shape of a manifest payload; raise DeliveryError with the reason."""
     try:
-        doc = json.loads(payload)
-        body, signature = doc["body"], doc["signature"]
-    except (ValueError, KeyError, TypeError):
-        raise DeliveryError("transfer manifest is not JSON with 'body' and 'signature'") from None
+        doc = orjson.loads(payload)  # UTF-8, nested at most 1,024 deep, no NaN or Infinity
+    except orjson.JSONDecodeError as exc:
+        raise DeliveryError(f"transfer manifest is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or "body" not in doc or "signature" not in doc:
+        raise DeliveryError("transfer manifest is not JSON with 'body' and 'signature'")
+    body, signature = doc["body"], doc["signature"]
     if not isinstance(body, dict):
         raise DeliveryError("transfer manifest body is not an object")
     try:
@@ -101,21 +118,19 @@ def parse_transfer_manifest(payload: bytes, trust: TrustStore, expect_id: str) -
         raise DeliveryError(f"transfer manifest signature rejected: {exc}") from None
     if body.get("format") != FORMAT:
         raise DeliveryError(f"transfer format {body.get('format')!r} is not {FORMAT!r}")
-    try:
-        m = TransferManifest(
-            bundle_id=str(body["bundle_id"]),
-            bundle_sha256=str(body["bundle_sha256"]),
-            bundle_size=int(body["bundle_size"]),
-            chunk_size=int(body["chunk_size"]),
-            chunk_sha256=tuple(str(h) for h in body["chunks"]),
-            name=str(body["name"]),
-            version=str(body["version"]),
-            signed_by=signed_by,
-            target={str(k): str(v) for k, v in body.get("target", {}).items()
-                    if isinstance(v, str)} if isinstance(body.get("target"), dict) else {},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DeliveryError(f"transfer manifest field missing or wrong type: {exc}") from None
+    target = body.get("target", {})
+    target = {str(k): v for k, v in target.items() if isinstance(v, str)} if isinstance(target, dict) else {}
+    m = TransferManifest(
+        bundle_id=_field(body, "bundle_id", str, "a string"),
+        bundle_sha256=_field(body, "bundle_sha256", str, "a string"),
+        bundle_size=_field(body, "bundle_size", int, "an integer"),
+        chunk_size=_field(body, "chunk_size", int, "an integer"),
+        chunk_sha256=_digests(body.get("chunks")),
+        name=_field(body, "name", str, "a string"),
+        version=_field(body, "version", str, "a string"),
+        signed_by=signed_by,
+        target=target,
+    )
     if m.bundle_id != expect_id:
         raise DeliveryError(f"manifest is for {m.bundle_id!r}, expected {expect_id!r}")
     expected_count = max(1, -(-m.bundle_size // m.chunk_size)) if m.chunk_size > 0 else -1

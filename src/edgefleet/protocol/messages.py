@@ -27,13 +27,17 @@ TELEMETRY = "edgefleet.telemetry/2"
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_STOPPED = "online", "offline", "stopped"
 
 
+Transaction = str | int  # the caller's id for a request, echoed as it came
+MAX_TRANSACTION_CHARS = 256
+
+
 class MessageError(ValueError):
     """An inbound payload is malformed; the message says what is wrong.
 
     `transaction` is the caller's id when it could be read, so the answer still reaches them.
     """
 
-    def __init__(self, message: str, transaction: str | None = None):
+    def __init__(self, message: str, transaction: Transaction | None = None):
         super().__init__(message)
         self.transaction = transaction
 
@@ -90,8 +94,8 @@ def parse_desired(payload: bytes) -> Desired:
     if obj.get("schema") != DESIRED:
         raise MessageError(f"desired state schema {obj.get('schema')!r} is not {DESIRED!r}")
     bundle_id, set_at = obj.get("bundle_id"), obj.get("set_at", 0.0)
-    if not isinstance(set_at, (int, float)):
-        raise MessageError("desired set_at must be a number")
+    if isinstance(set_at, bool) or not isinstance(set_at, (int, float)) or not math.isfinite(set_at):
+        raise MessageError("desired set_at must be a finite number (seconds since 1970)")
     if bundle_id is None:
         return Desired(None, float(set_at))
     if not isinstance(bundle_id, str):
@@ -166,16 +170,17 @@ def decode_npz(data: bytes) -> dict[str, np.ndarray]:
 Requested = np.ndarray | dict[str, np.ndarray]  # one array (one-input models) or arrays by input name
 
 
-def parse_infer_request(payload: bytes) -> tuple[str | None, Requested]:
+def parse_infer_request(payload: bytes) -> tuple[Transaction | None, Requested]:
     """(transaction, inputs) from `{"transaction": .., "inputs": [...] | {name: [...]},
     "inputs_npy": b64 | "inputs_npz": b64}`."""
     if len(payload) > MAX_INFER_REQUEST_BYTES:
         raise MessageError(f"request larger than {MAX_INFER_REQUEST_BYTES} bytes")
     obj = _json_object(payload, "inference request")
-    transaction = obj.get("transaction")
-    if transaction is not None and not isinstance(transaction, (str, int)):
-        raise MessageError("transaction must be a string or integer")
-    tx = None if transaction is None else str(transaction)
+    tx = obj.get("transaction")
+    if tx is not None and (isinstance(tx, bool) or not isinstance(tx, (str, int))):
+        raise MessageError(f"transaction must be a string or an integer, not {type(tx).__name__}")
+    if isinstance(tx, str) and len(tx) > MAX_TRANSACTION_CHARS:
+        raise MessageError(f"transaction longer than {MAX_TRANSACTION_CHARS} characters")
     try:
         return tx, inputs_from_json(obj)
     except MessageError as exc:
@@ -216,7 +221,7 @@ def inputs_from_json(obj: dict[str, Any]) -> Requested:
     return _numbers(inputs, "inputs")
 
 
-def response_payload(transaction: str | None, data: Any = None, error: str | None = None,
+def response_payload(transaction: Transaction | None, data: Any = None, error: str | None = None,
                      code: str | None = None) -> bytes:
     """zigbee2mqtt-style answer: {status, data, error, transaction}; CODE names an error
     a client handles by itself (`busy`: retry later)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import sys
@@ -17,6 +18,7 @@ else:  # pragma: no cover - Python 3.10 boards
 from edgefleet.accelerators import MISMATCH_POLICIES, NAMES, ChainError, check_edgetpu_device
 from edgefleet.devices.profiles import list_profiles
 from edgefleet.engines import APIS
+from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.protocol.topics import Topics, check_id
 from edgefleet.runtime import RUNTIMES
 
@@ -56,6 +58,15 @@ class ServeSettings:
     mqtt: bool = True
     # MQTT inference requests queued or running at once; more are answered `busy`
     mqtt_max_pending: int = 32
+    # request bytes held at once over HTTP and MQTT (agent/budget.py); more are answered `busy`
+    max_inflight_mib: float = 16.0
+    # an address beyond loopback serves the board's network: only when asked for, with a token
+    allow_remote: bool = False
+    token_file: str = ""  # holds the token clients send as "Authorization: Bearer <token>"
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        return int(self.max_inflight_mib * 2**20) if math.isfinite(self.max_inflight_mib) else 0
 
 
 @dataclass
@@ -156,6 +167,8 @@ def parse_config(data: dict[str, Any], source: str = "edgefleet.agent.toml",
                       trust_dir=_path(top["trust_dir"], base), groups=groups, **built)
     if cfg.serve.http.startswith("unix:"):
         cfg.serve.http = f"unix:{_path(cfg.serve.http[len('unix:'):], base)}"
+    if cfg.serve.token_file:
+        cfg.serve.token_file = str(_path(cfg.serve.token_file, base))
     _check_values(cfg, source)
     return cfg
 
@@ -177,6 +190,9 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
          "[delivery] manifest_timeout_s must be above 0"),
         (cfg.delivery.max_bad_chunks >= 1, "[delivery] max_bad_chunks must be at least 1"),
         (cfg.serve.mqtt_max_pending >= 1, "[serve] mqtt_max_pending must be at least 1"),
+        (cfg.serve.max_inflight_bytes >= MAX_INFER_REQUEST_BYTES,
+         f"[serve] max_inflight_mib must hold one request of the largest size "
+         f"({MAX_INFER_REQUEST_BYTES >> 20} MiB)"),
     ]
     for ok, message in checks:
         if not ok:
@@ -211,10 +227,26 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
         if not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"{source} [serve] http: use 'HOST:PORT' (port 0..65535), "
                               "'unix:/path.sock' or ''")
+        if not _loopback(host) and not cfg.serve.allow_remote:
+            raise ConfigError(f"{source} [serve] http = {http!r} would serve inference to the board's "
+                              "network: use 127.0.0.1 or a unix: socket, or set allow_remote = true "
+                              "and token_file (clients then send the token)")
+    if cfg.serve.allow_remote and not cfg.serve.token_file:
+        raise ConfigError(f"{source} [serve] allow_remote needs token_file: a file holding the token "
+                          "every client must send (e.g. openssl rand -hex 32 > token; chmod 600 token)")
     try:
         Topics(cfg.mqtt.prefix)
     except ValueError as exc:
         raise ConfigError(f"{source} [mqtt] prefix: {exc}") from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
 
 
 def load_config(path: str | Path) -> AgentConfig:

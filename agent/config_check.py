@@ -20,6 +20,7 @@ from typing import Any
 
 from edgefleet.accelerators import DELEGATE
 from edgefleet.agent.config import AgentConfig, ConfigError, load_config
+from edgefleet.agent.local_api import read_token
 from edgefleet.agent.placement import Placement
 from edgefleet.agent.power import board_profiles
 from edgefleet.devices.detect import detect_board
@@ -140,16 +141,15 @@ def _local_api(cfg: AgentConfig) -> list[Problem]:
         if not http[len("unix:"):] or sock.is_dir():
             return [Problem("error", "[serve] http", "give the socket's file name, e.g. "
                             "\"unix:/run/edgefleet/agent.sock\"")]
-        return []
-    host = http.rpartition(":")[0].strip("[]")
+    if not cfg.serve.token_file:
+        return []  # beyond loopback without a token the config does not load at all
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        return [Problem("warning", "[serve] http", f"the local API has no authentication and {http} "
-                        "is reachable from the network; use 127.0.0.1:PORT or a unix: socket unless "
-                        "that is what you want")]
+        read_token(cfg.serve.token_file)
+    except (OSError, ValueError) as exc:
+        return [Problem("error", "[serve] token_file", f"{exc}")]
+    if Path(cfg.serve.token_file).stat().st_mode & 0o077:
+        return [Problem("warning", "[serve] token_file", f"{cfg.serve.token_file} is readable by other "
+                        "users of the board: chmod 600 it (and chown it to the agent's user)")]
     return []
 
 

@@ -69,7 +69,7 @@ class Agent:
         self.system = SystemSampler()
         response_topic = self.topics.response(self.device_id, "infer")
         self.inference = InferenceService(lambda body: self.link.publish(response_topic, body),
-                                          max_pending=config.serve.mqtt_max_pending)
+                                          config.serve.mqtt_max_pending, config.serve.max_inflight_bytes)
         self.request_topic = self.topics.request(self.device_id, "infer")
         self.link = MqttLink(config.mqtt, self.topics, self.device_id, self._events_put,
                              lambda topic, payload: self.inference.submit(payload),
@@ -115,9 +115,10 @@ class Agent:
                 signal.signal(sig, lambda *_: self.stop())
         self._restore()
         if self.cfg.serve.http:
-            api = LocalApi(self.inference.infer, self.inference.model_info)
+            api = LocalApi(self.inference.infer, self.inference.model_info, self.inference.budget)
             try:
-                self._http_server, self.local_api_address = start_local_api(self.cfg.serve.http, api)
+                self._http_server, self.local_api_address = start_local_api(self.cfg.serve.http, api,
+                                                                            self.cfg.serve.token_file)
             except (OSError, ValueError) as exc:
                 raise AgentStartError(
                     f"cannot serve the local API on {self.cfg.serve.http}: {exc}; choose another "
@@ -337,9 +338,8 @@ class Agent:
     def _install(self, token: Token, data: bytes, stored: Bundle | None = None) -> None:
         bundle_id = token[0]
         try:
-            serving = self.installer.install(
-                bundle_id, data, stored,
-                on_stage=lambda stage: self._stage(bundle_id, stage))
+            serving = self.installer.install(bundle_id, data, stored,
+                                             on_stage=lambda stage: self._stage(bundle_id, stage))
         except InstallFailed as exc:
             self._fail(token, exc.stage, exc.reason)
             return

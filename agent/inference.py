@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edgefleet.agent import heap
+from edgefleet.agent.budget import ByteBudget
 from edgefleet.agent.installer import ServingModel
 from edgefleet.agent.local_api import NoModelError
 from edgefleet.protocol import messages
@@ -37,10 +38,12 @@ _TRANSACTION = re.compile(rb'"transaction"\s*:\s*(?:"([A-Za-z0-9._:-]{1,128})"|(
 
 
 class InferenceService:
-    def __init__(self, answer: Callable[[bytes], None], workers: int = 2, max_pending: int = 32):
+    def __init__(self, answer: Callable[[bytes], None], max_pending: int = 32,
+                 max_bytes: int = 16 * 2**20, workers: int = 2):
         self._answer = answer  # publishes a response payload
         self.serving: ServingModel | None = None
         self.max_pending = max_pending
+        self.budget = ByteBudget(max_bytes)  # shared with the local API
         self._slots = threading.BoundedSemaphore(max_pending)  # queued + running MQTT requests
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mqtt-infer")
         self.busy_total = 0
@@ -88,16 +91,11 @@ class InferenceService:
     # MQTT requests (called on paho's network thread: never block it)
     def submit(self, payload: bytes) -> None:
         if not self._slots.acquire(blocking=False):
-            self.busy_total += 1
-            serving = self.serving
-            if serving is not None:
-                serving.stats.record_error("busy")
-            found = _TRANSACTION.search(payload[:4096])
-            tx: messages.Transaction | None = None
-            if found:
-                tx = found.group(1).decode() if found.group(1) else int(found.group(2))
-            self._answer(messages.response_payload(
-                tx, error=f"busy: {self.max_pending} requests are waiting; retry later", code="busy"))
+            self._busy(payload, f"busy: {self.max_pending} requests are waiting; retry later")
+            return
+        if not self.budget.take(len(payload)):
+            self._slots.release()
+            self._busy(payload, self.budget.busy_message(len(payload)))
             return
         if self._queued == 0 and self._recent_s < INLINE_S and len(payload) <= INLINE_BYTES:
             # Handing a request to a worker and its answer back to paho's thread wakes two
@@ -112,13 +110,26 @@ class InferenceService:
         except RuntimeError:  # the pool is shut down: the agent is stopping
             with self._count_lock:
                 self._queued -= 1
+            self.budget.give(len(payload))
             self._slots.release()
+
+    def _busy(self, payload: bytes, reason: str) -> None:
+        self.busy_total += 1
+        serving = self.serving
+        if serving is not None:
+            serving.stats.record_error("busy")
+        found = _TRANSACTION.search(payload[:4096])
+        tx: messages.Transaction | None = None
+        if found:
+            tx = found.group(1).decode() if found.group(1) else int(found.group(2))
+        self._answer(messages.response_payload(tx, error=reason, code="busy"))
 
     def _answer_request(self, payload: bytes, queued: bool = False) -> None:
         start = time.perf_counter()
         try:
             self._answer(self._respond(payload))
         finally:
+            self.budget.give(len(payload))
             elapsed = time.perf_counter() - start
             with self._count_lock:
                 known = self._recent_s != UNKNOWN

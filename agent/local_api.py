@@ -11,6 +11,7 @@ on the same board. Bodies are JSON (`{"inputs": [...]}`) or a raw .npy array.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from typing import Any
 
 import httptools
 
+from edgefleet.agent.budget import ByteBudget
 from edgefleet.protocol import messages
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.runtime import InputError
@@ -42,9 +44,10 @@ class LocalApi:
     """Callbacks the handler needs from the agent."""
 
     def __init__(self, infer: Callable[[messages.Requested], dict[str, Any]],
-                 model_info: Callable[[], dict[str, Any] | None]):
+                 model_info: Callable[[], dict[str, Any] | None], budget: ByteBudget | None = None):
         self.infer = infer
         self.model_info = model_info
+        self.budget = budget or ByteBudget(16 * 2**20)  # the agent shares its own with MQTT
 
 
 class _Abort(Exception):
@@ -58,13 +61,16 @@ class _Abort(Exception):
 class _Request:
     """httptools' callbacks for one connection: the request being read, and those complete."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: ByteBudget, token: bytes | None) -> None:
         self.parser: Any = None  # the parser these callbacks belong to
-        self.done: list[tuple[str, str, str, bytes, bool]] = []
+        self.budget, self._bearer = budget, token and b"Bearer " + token
+        self.taken = 0  # bytes of the budget the request being read holds
+        # (method, path, content type, body, keep-alive, bytes of the budget it holds)
+        self.done: list[tuple[str, str, str, bytes, bool, int]] = []
         self._begin()
 
     def _begin(self) -> None:
-        self.url, self.ctype, self.length = b"", "application/json", None
+        self.url, self.ctype, self.length, self.authorization = b"", "application/json", None, b""
         self.body: list[bytes] = []
         self.size = 0
 
@@ -77,23 +83,44 @@ class _Request:
             self.ctype = value.decode("latin-1").split(";")[0].strip()
         elif name == b"content-length":
             self.length = int(value)  # httptools has checked it: digits only
+        elif name == b"authorization":
+            self.authorization = value
 
     def on_headers_complete(self) -> None:
+        if self._bearer and not hmac.compare_digest(self.authorization, self._bearer):
+            raise _Abort(HTTPStatus.UNAUTHORIZED, "this API needs 'Authorization: Bearer <token>', the "
+                         "token in the agent's [serve] token_file")
         if self.length is not None and self.length > MAX_BODY_BYTES:
             raise _Abort(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body above {MAX_BODY_BYTES} bytes")
+        if self.length:
+            self._take(self.length)  # before the body is read
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
         if self.size > MAX_BODY_BYTES:  # a chunked body has no length up front
             raise _Abort(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body above {MAX_BODY_BYTES} bytes")
+        if self.length is None:
+            self._take(len(body))
         self.body.append(body)
+
+    def _take(self, size: int) -> None:
+        if not self.budget.take(size):
+            raise _Abort(HTTPStatus.SERVICE_UNAVAILABLE, self.budget.busy_message(size))
+        self.taken += size
 
     def on_message_complete(self) -> None:
         path = self.url.decode("latin-1").split("?", 1)[0]
         method = self.parser.get_method().decode("latin-1")
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        self.done.append((method, path, self.ctype, body, self.parser.should_keep_alive()))
+        self.done.append((method, path, self.ctype, body, self.parser.should_keep_alive(), self.taken))
+        self.taken = 0
         self._begin()
+
+    def release(self) -> None:
+        """Give back what the request being read and any not yet answered hold."""
+        self.budget.give(self.taken + sum(entry[5] for entry in self.done))
+        self.taken = 0
+        self.done.clear()
 
 
 def _response(status: int, body: dict[str, Any], keep_alive: bool = True) -> bytes:
@@ -111,8 +138,9 @@ class _Server:
 
     IDLE_S = 75.0  # a kept-alive connection with nothing to say is closed, as nginx does
 
-    def __init__(self, sock: socket.socket, api: LocalApi, unix_path: Path | None = None):
-        self.socket, self.api, self.unix_path = sock, api, unix_path
+    def __init__(self, sock: socket.socket, api: LocalApi, unix_path: Path | None = None,
+                 token: bytes | None = None):
+        self.socket, self.api, self.unix_path, self._token = sock, api, unix_path, token
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stopping = False
@@ -148,7 +176,7 @@ class _Server:
             self.unix_path.unlink(missing_ok=True)
 
     def _serve(self, conn: socket.socket) -> None:
-        request = _Request()
+        request = _Request(self.api.budget, self._token)
         parser = request.parser = httptools.HttpRequestParser(request)
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -165,14 +193,18 @@ class _Server:
                     conn.sendall(_response(abort.status, {"error": abort.error}, keep_alive=False))
                     return
                 while request.done:
-                    method, path, ctype, body, keep_alive = request.done.pop(0)
-                    status, answer = self._answer(method, path, ctype, body)
+                    method, path, ctype, body, keep_alive, taken = request.done.pop(0)
+                    try:
+                        status, answer = self._answer(method, path, ctype, body)
+                    finally:
+                        self.api.budget.give(taken)
                     conn.sendall(_response(status, answer, keep_alive))
                     if not keep_alive:
                         return
         except OSError as exc:  # a client that hangs up or goes quiet is normal
             log.debug("http client went away: %s", exc)
         finally:
+            request.release()
             with self._lock:
                 self._connections.discard(conn)
             conn.close()
@@ -234,8 +266,20 @@ def _clear_stale_socket(path: Path) -> None:
     raise OSError(f"another process is serving on {path}")
 
 
-def start_local_api(address: str, api: LocalApi) -> tuple[_Server, str]:
-    """Serve in a background thread; returns the server and the address it really bound."""
+def read_token(path: str) -> bytes | None:
+    if not path:
+        return None
+    token = Path(path).read_bytes().strip()
+    if not token or len(token) < 16:
+        raise ValueError(f"token_file {path} holds {len(token)} characters; put at least 16 in it "
+                         "(openssl rand -hex 32)")
+    return token
+
+
+def start_local_api(address: str, api: LocalApi, token_file: str = "") -> tuple[_Server, str]:
+    """Serve in a background thread; returns the server and the address it really bound.
+    With TOKEN_FILE, every request must carry its token (`Authorization: Bearer ...`)."""
+    token = read_token(token_file)
     if address.startswith("unix:"):
         path = Path(address[5:])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,11 +287,13 @@ def start_local_api(address: str, api: LocalApi) -> tuple[_Server, str]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))
         os.chmod(path, 0o660)
-        server, bound = _Server(sock, api, path), f"unix:{path}"
+        server, bound = _Server(sock, api, path, token), f"unix:{path}"
     else:
         host, _, port = address.rpartition(":")
         sock = socket.create_server((host, int(port)), reuse_port=False)
-        server = _Server(sock, api)
+        server = _Server(sock, api, token=token)
+        if not sock.getsockname()[0].startswith("127.") and sock.getsockname()[0] != "::1":
+            log.warning("the local API serves %s beyond this board; every request needs the token", address)
         bound = f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
     sock.listen(64)
     threading.Thread(target=server.serve_forever, name="local-api", daemon=True).start()

@@ -24,6 +24,7 @@ host = "{host}"
 port = 1883
 [serve]
 http = "{http}"
+{serve}
 [runtime]
 delegate = "{delegate}"
 allow_cpu_fallback = {fallback}
@@ -31,12 +32,13 @@ allow_cpu_fallback = {fallback}
 
 
 def _config(folder: Path, host: str = "broker.local", http: str = "127.0.0.1:8470", delegate: str = "cpu",
-            fallback: str = "false", keys: bool = True, extra: str = "") -> Path:
+            fallback: str = "false", keys: bool = True, extra: str = "", serve: str = "") -> Path:
     (folder / "trusted").mkdir(exist_ok=True)
     if keys:
         shutil.copy(FIXTURES / "test-only-never-trust.pub", folder / "trusted")
     path = folder / "agent.toml"
-    path.write_text(GOOD.format(host=host, http=http, delegate=delegate, fallback=fallback) + extra)
+    text = GOOD.format(host=host, http=http, delegate=delegate, fallback=fallback, serve=serve)
+    path.write_text(text + extra)
     return path
 
 
@@ -101,10 +103,17 @@ def test_state_dir_that_is_a_file_and_missing_runtime_are_errors(tmp_path, monke
 
 def test_warnings_do_not_fail_the_check(tmp_path, monkeypatch):
     monkeypatch.setattr(config_check.ctypes.util, "find_library", lambda name: None)
-    path = _config(tmp_path, http="0.0.0.0:8470", delegate="edgetpu", fallback="true")
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    token.chmod(0o644)
+    path = _config(tmp_path, http="0.0.0.0:8470", delegate="edgetpu", fallback="true",
+                   serve='allow_remote = true\ntoken_file = "token"')
     result = _check(path)
     assert result.exit_code == 0, result.output
-    assert "reachable from the network" in result.output and "run on the CPU" in result.output
+    assert "readable by other users" in result.output and "run on the CPU" in result.output
+    token.write_text("short")
+    result = _check(path)
+    assert result.exit_code == 1 and "[serve] token_file" in result.output and "at least 16" in result.output
 
 
 @pytest.mark.parametrize("host", ["192.168.1.10", "::1", "broker", "mqtt.example.com", "broker_1.lan."])

@@ -84,6 +84,8 @@ def test_store_keeps_active_and_previous_only(tmp_path):
     ({**BASE, "telemetry": {"interval_s": float("nan")}}, "interval_s"),
     ({**BASE, "serve": {"http": "127.0.0.1:99999"}}, "port 0..65535"),
     ({**BASE, "delivery": {"max_bad_chunks": 0}}, "max_bad_chunks must be at least 1"),
+    ({**BASE, "serve": {"max_inflight_mib": 4}}, "max_inflight_mib must hold one request"),
+    ({**BASE, "serve": {"max_inflight_mib": float("inf")}}, "max_inflight_mib must hold one request"),
 ])
 def test_values_out_of_range_are_refused_at_start(data, words):
     with pytest.raises(ConfigError) as exc:

@@ -183,3 +183,41 @@ def test_a_chunked_body_past_the_limit_is_refused_before_it_is_all_read(monkeypa
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_beyond_loopback_only_when_asked_for_and_then_with_a_token(tmp_path):
+    """Binding the API to the board's network used to happen silently, unauthenticated (issue 10)."""
+    from edgefleet.agent.config import ConfigError, parse_config
+
+    base = {"device_id": "d", "state_dir": "s", "trust_dir": "t"}
+    for address in ("0.0.0.0:8470", "192.168.1.5:8470", "board.local:8470"):
+        with pytest.raises(ConfigError, match="allow_remote"):
+            parse_config({**base, "serve": {"http": address}})
+    with pytest.raises(ConfigError, match="allow_remote needs token_file"):
+        parse_config({**base, "serve": {"http": "0.0.0.0:8470", "allow_remote": True}})
+    for address in ("127.0.0.1:8470", "localhost:8470", "[::1]:8470", "unix:/run/a.sock", ""):
+        parse_config({**base, "serve": {"http": address}})
+    (tmp_path / "token").write_text("0123456789abcdef0123456789abcdef\n")
+    cfg = parse_config({**base, "serve": {"http": "0.0.0.0:0", "allow_remote": True, "token_file": "token"}},
+                       base=tmp_path)
+    assert cfg.serve.token_file == str(tmp_path / "token")
+
+    server, bound = start_local_api("0.0.0.0:0", LocalApi(lambda x: {"ok": True}, lambda: None),
+                                    cfg.serve.token_file)
+    port = int(bound.rsplit(":", 1)[1])
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.request("GET", "/v1/health")
+        resp = conn.getresponse()
+        assert resp.status == 401 and "Bearer" in json.loads(resp.read())["error"]
+        for token, status in (("wrong-token-wrong-token", 401), ("0123456789abcdef0123456789abcdef", 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+            conn.request("POST", "/v1/infer", body=b'{"inputs": [1]}',
+                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+            assert conn.getresponse().status == status
+    finally:
+        server.shutdown()
+        server.server_close()
+    (tmp_path / "short").write_text("abc")
+    with pytest.raises(ValueError, match="at least 16"):
+        start_local_api("127.0.0.1:0", LocalApi(lambda x: {}, lambda: None), str(tmp_path / "short"))

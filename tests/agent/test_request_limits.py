@@ -113,3 +113,69 @@ def test_mqtt_requests_beyond_the_pending_limit_are_answered_busy_at_once():
     finally:
         release.set()
         service.shutdown()
+
+
+def test_http_requests_past_the_byte_budget_are_busy_before_their_body_is_read():
+    """Twelve 8 MB requests at once took the agent to 457 MiB (issue 10): a budget of bytes
+    held at once answers the ones that would pass it 503 at once."""
+    from edgefleet.agent.budget import ByteBudget
+
+    release = threading.Event()
+    budget = ByteBudget(8 * 2**20)
+
+    def infer(x):
+        release.wait(30)  # the first request holds its bytes until the test lets it go
+        return {"ok": True}
+
+    server, bound = start_local_api("127.0.0.1:0", LocalApi(infer, lambda: None, budget))
+    port = int(bound.rsplit(":", 1)[1])
+    body = b'{"inputs": [' + b"0," * (3 * 1024 * 1024) + b"0]}"  # 6 MiB: two do not fit
+    headers = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    first: list[tuple] = []
+    holder = threading.Thread(target=lambda: first.append(_raw_post(port, headers, body)))
+    try:
+        holder.start()
+        deadline = time.monotonic() + 10
+        while budget.used < len(body) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert budget.used == len(body)
+        status, answer, sent = _raw_post(port, headers, body)
+        assert status == 503 and "busy" in answer["error"] and "max_inflight_mib" in answer["error"]
+        assert sent < len(body)  # refused on its headers
+        release.set()
+        holder.join(30)
+        assert first[0][0] == 200 and budget.used == 0  # the first one's bytes came back
+        status, _, _ = _raw_post(port, headers, body)
+        assert status == 200 and budget.used == 0
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_mqtt_requests_past_the_byte_budget_are_answered_busy():
+    release = threading.Event()
+    answers: list[dict] = []
+
+    def answer(body: bytes) -> None:
+        parsed = json.loads(body)
+        if parsed.get("code") != "busy":
+            release.wait(30)
+        answers.append(parsed)
+
+    service = InferenceService(answer, max_pending=32, max_bytes=8 * 2**20)
+    big = messages.dumps({"transaction": 1, "inputs": [[0.0] * 1_000_000]})  # 4 MB: two fit in 8 MiB
+    try:
+        service.submit(big)  # held by the pool (the model's speed is not known yet)
+        service.submit(big)  # together they fit 8 MiB
+        service.submit(messages.dumps({"transaction": 3, "inputs": [[0.0] * 1_000_000]}))
+        busy = [a for a in answers if a.get("code") == "busy"]
+        assert [a["transaction"] for a in busy] == [3] and "max_inflight_mib" in busy[0]["error"]
+        release.set()
+        deadline = time.monotonic() + 10
+        while len(answers) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(answers) == 3 and service.budget.used == 0
+    finally:
+        release.set()
+        service.shutdown()

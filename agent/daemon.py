@@ -1,9 +1,7 @@
 """The agent daemon: follow the desired state, fetch and verify bundles, self-test,
 activate atomically, serve inference, report state and telemetry.
 
-This module wires the parts and owns the worker loop; each part does one job:
-`link` (MQTT), `transfer` (the pure download state machine), `installer` (verify,
-self-test, activate), `inference` (serving), `reporter` (reported state, telemetry).
+This module wires the parts (each does one job: docs/architecture.md) and owns the worker loop.
 
 Threads (docs/architecture.md): one worker, the one that calls `run()`, owns all install state.
 """
@@ -60,7 +58,7 @@ class Agent:
         self.cfg, self.topics, self.device_id = config, config.topics, config.device_id
         self.clock = clock or Clock()
         try:
-            self.store = Store(config.state_dir)
+            self.store = Store(config.state_dir, lock=True)
         except OSError as exc:
             raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
         self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
@@ -170,6 +168,7 @@ class Agent:
                     self._http_server.server_close()
             finally:
                 self.inference.shutdown()
+                self.store.close()
 
     def _restore(self) -> None:
         serving, problems = self.installer.restore()

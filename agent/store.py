@@ -7,10 +7,12 @@ power cut leaves either the old file or the new one, never half of one.
     <state_dir>/downloads/<bundle_id>/chunk-<n>      chunks that passed their hash
     <state_dir>/bundles/<bundle_id>.efb              installed, verified bundles
     <state_dir>/active.json                          {"active", "previous", "activated_at"}
+    <state_dir>/lock                                 held by the running agent (its pid)
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -44,13 +46,36 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class Store:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, lock: bool = False):
+        """LOCK: hold `<state_dir>/lock` while this Store lives, so that a second agent given
+        the same state_dir stops at start-up (OSError) instead of both writing into it."""
         self.root = Path(root)
         self.downloads = self.root / "downloads"
         self.bundles = self.root / "bundles"
+        self._lock_fd: int | None = None
         for folder in (self.downloads, self.bundles):
             folder.mkdir(parents=True, exist_ok=True)
+        if lock:
+            self._lock()
         self._tidy()
+
+    def _lock(self) -> None:
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel when we die
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OSError(f"another agent (pid {holder}) uses {self.root}; give each agent its own "
+                          "state_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # downloads
     def _download_dir(self, bundle_id: str) -> Path:

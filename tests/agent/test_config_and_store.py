@@ -113,3 +113,26 @@ def test_start_up_removes_the_download_of_a_bundle_already_installed(tmp_path):
     Store(tmp_path)
     assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["m-2-bbbbbbbbbbbb"]
     assert (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb" / "chunk-000003").read_bytes() == b"y"
+
+
+def test_two_agents_cannot_share_a_state_dir(tmp_path):
+    """The state directory's lock (issue 10): the second one stops at start-up, saying who holds it."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from edgefleet.agent.store import Store\n"
+                               f"Store({str(tmp_path)!r}, lock=True)\nprint('locked', flush=True)\n"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OSError, match=rf"another agent \(pid {holder.pid}\) uses"):
+            Store(tmp_path, lock=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    store = Store(tmp_path, lock=True)  # the kernel let go of a dead holder's lock
+    with pytest.raises(OSError, match="another agent"):
+        Store(tmp_path, lock=True)  # a second one in the same process is refused too
+    store.close()
+    Store(tmp_path, lock=True).close()

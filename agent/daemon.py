@@ -182,6 +182,8 @@ class Agent:
     def _handle(self, event: tuple[Any, ...]) -> None:
         if event[0] == "connected":
             self._subscribe_all()
+            if self.link.clash:  # said while the broker lets us talk (link.py)
+                self.reporter.record_error(None, "identity", self.link.clash, publish=False)
             self.reporter.report(force=True)
             self.link.publish(self.topics.status(self.device_id),
                               messages.status_payload(messages.STATUS_ONLINE), retain=True)
@@ -196,7 +198,7 @@ class Agent:
                 self._set_desired(payload, group)
         elif self.transfer and topic == self.topics.bundle_manifest(self.transfer.bundle_id):
             self._on_manifest(payload)
-        elif self.transfer and topic.startswith(self._chunk_prefix(self.transfer.bundle_id)):
+        elif self.transfer and topic.startswith(self.topics.bundle_chunks(self.transfer.bundle_id)):
             try:
                 index = int(topic.rsplit("/", 1)[1])
             except ValueError:
@@ -368,9 +370,6 @@ class Agent:
         # read on every use, so keys added to or removed from the folder apply at once
         return TrustStore.from_folder(self.cfg.trust_dir)
 
-    def _chunk_prefix(self, bundle_id: str) -> str:
-        return self.topics.bundle_chunk(bundle_id, 0)[:-1]
-
     def _transfer_topics(self, bundle_id: str, chunks: tuple[int, ...], manifest: bool) -> list[str]:
         topics = [self.topics.bundle_manifest(bundle_id)] if manifest else []
         return topics + [self.topics.bundle_chunk(bundle_id, i) for i in chunks]
@@ -385,6 +384,7 @@ class Agent:
         s, m = self.serving, self.cfg.mqtt
         model = f"active model {s.bundle.name} v{s.bundle.version}" if s else "no model yet"
         broker = "broker connected" if self.link.connected else f"broker {m.host}:{m.port} not connected"
+        broker = self.link.clash or broker
         return f"{model}, {broker}" + (f", fetching {self.transfer.bundle_id}" if self.transfer else "")
 
     def _context(self) -> Context:

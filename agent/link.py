@@ -8,6 +8,8 @@ their own handler (`on_request`); everything else happens on the agent's worker.
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +23,12 @@ from edgefleet.protocol.topics import Topics
 log = logging.getLogger("edgefleet.agent")
 QOS = 1
 STOP_PUBLISH_TIMEOUT_S = 5.0
+# Another client with our client id: the broker ends the older session whenever the other
+# connects (MQTT 3.1.1 says why in no way but that), so both reconnect in turn for ever.
+# Three sessions ended within 10 s of their start, within two minutes, is that pattern.
+CLASH_SESSION_S, CLASH_WINDOW_S, CLASH_COUNT = 10.0, 120.0, 3
+CLASH_DELAYS_S = (60, 300)  # reconnection delays meanwhile: the other keeps the broker, mostly
+NORMAL_DELAYS_S = (1, 30)
 
 ClientFactory = Callable[[str], mqtt.Client]
 
@@ -39,14 +47,18 @@ class MqttLink:
         self._on_event, self._on_request = on_event, on_request
         self._request_topics = set(request_topics)
         self._stopping = False
-        self.client = client_factory(settings.client_id or f"edgefleet-agent-{device_id}")
+        self.client_id = settings.client_id or f"edgefleet-agent-{device_id}"
+        self.client = client_factory(self.client_id)
+        self._clash: str | None = None
+        self._connected_at: float | None = None
+        self._short_sessions: deque[float] = deque()
         # The broker publishes the will when it notices the agent is gone, at a time the agent
         # cannot know: the will carries no timestamp (the monitor shows when it last heard
         # from the device instead).
         self.client.will_set(topics.status(device_id), messages.status_payload(messages.STATUS_OFFLINE,
                                                                               stamped=False),
                              qos=QOS, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.reconnect_delay_set(*NORMAL_DELAYS_S)
         self.client.on_connect = self._connected
         self.client.on_connect_fail = self._connect_failed
         self.client.on_disconnect = self._disconnected
@@ -55,6 +67,15 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self.client.is_connected()
+
+    @property
+    def clash(self) -> str | None:
+        """What the agent says while another client seems to have its identity; a session the
+        broker keeps for CLASH_SESSION_S ends it."""
+        began = self._connected_at
+        if self._clash and began is not None and time.monotonic() - began >= CLASH_SESSION_S:
+            return None
+        return self._clash
 
     def start(self) -> None:
         self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
@@ -68,6 +89,7 @@ class MqttLink:
                       reason_code)
             return
         disable_nagle(client)
+        self._connected_at = time.monotonic()
         log.info("connected to broker %s:%s", self.settings.host, self.settings.port)
         self._on_event(("connected",))
 
@@ -77,8 +99,29 @@ class MqttLink:
 
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                       properties: Any) -> None:
-        if not self._stopping:
-            log.warning("lost the broker (%s); reconnecting, downloads resume from disk", reason_code)
+        if self._stopping:
+            return
+        log.warning("lost the broker (%s); reconnecting, downloads resume from disk", reason_code)
+        now, began, self._connected_at = time.monotonic(), self._connected_at, None
+        if began is None:
+            return
+        if now - began >= CLASH_SESSION_S:
+            if self._clash:  # a session that lasted: whoever it was has gone
+                log.info("the broker kept the session for %.0f s: back to normal reconnection", now - began)
+                self._clash = None
+                client.reconnect_delay_set(*NORMAL_DELAYS_S)
+            return
+        self._short_sessions.append(now)
+        while self._short_sessions and now - self._short_sessions[0] > CLASH_WINDOW_S:
+            self._short_sessions.popleft()
+        if len(self._short_sessions) >= CLASH_COUNT and not self._clash:
+            low, high = CLASH_DELAYS_S
+            self._clash = (f"identity clash: the broker ended {len(self._short_sessions)} sessions within "
+                          f"{CLASH_SESSION_S:.0f} s of their start: another client uses client id "
+                          f"{self.client_id!r} (a second agent with device_id {self.device_id!r}?); give "
+                          f"each its own; reconnecting every {low}-{high} s meanwhile")
+            log.error("%s", self._clash)
+            client.reconnect_delay_set(low, high)
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic in self._request_topics:

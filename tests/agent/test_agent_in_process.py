@@ -52,10 +52,10 @@ class Running:
 def start_agent(tmp_path, broker, prefix, keys) -> Iterator:
     started: list[Running] = []
 
-    def start(device_id: str, clock: Clock | None = None) -> Running:
+    def start(device_id: str, clock: Clock | None = None, state: str | None = None) -> Running:
         host, port = broker.address.rsplit(":", 1)
-        sock = tmp_path / f"{device_id}.sock"
-        cfg = parse_config({"device_id": device_id, "state_dir": str(tmp_path / device_id),
+        sock = tmp_path / f"{state or device_id}.sock"
+        cfg = parse_config({"device_id": device_id, "state_dir": str(tmp_path / (state or device_id)),
                             "trust_dir": str(keys.trust_dir),
                             "mqtt": {"host": host, "port": int(port), "prefix": prefix},
                             "serve": {"http": f"unix:{sock}"}, "telemetry": {"interval_s": 0.5}})
@@ -187,3 +187,33 @@ def test_a_failed_download_keeps_its_good_chunks_for_the_next_attempt(start_agen
         watcher.close()
     running.stop()
     assert running.errors == []
+
+
+def test_a_second_agent_with_the_same_device_id_is_reported_not_fought_forever(start_agent, broker,
+                                                                                 monkeypatch):
+    """Two agents with one device id used to take the broker's session from each other every
+    second for ever (issue 10, item 10): each notices the pattern, says so, and backs off."""
+    from edgefleet.agent import link
+
+    monkeypatch.setattr(link, "CLASH_DELAYS_S", (2, 2))  # the test's patience, not a board's
+    first = start_agent("pi-twin")
+    second = start_agent("pi-twin", state="pi-twin-2")  # another board's copy of the same config
+    topics = first.topics
+    watcher = Watcher(broker.address, [topics.reported("pi-twin")])
+    try:
+        deadline = time.monotonic() + 40
+        while not (first.agent.link.clash or second.agent.link.clash) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        clashing = first if first.agent.link.clash else second
+        message = clashing.agent.link.clash
+        assert message and "identity clash" in message and "'edgefleet-agent-pi-twin'" in message
+        assert "device_id 'pi-twin'" in message
+        reported = watcher.wait_for(topics.reported("pi-twin"),
+                                    lambda r: (r.get("last_error") or {}).get("stage") == "identity", 30)
+        assert "another client uses client id" in reported["last_error"]["reason"]
+        assert "identity clash" in clashing.agent._status()  # systemctl status says it too
+    finally:
+        watcher.close()
+    second.stop()
+    first.stop()
+    assert first.errors == [] and second.errors == []

@@ -33,6 +33,10 @@ class Topics:
     def bundle_chunk(self, bundle_id: str, index: int) -> str:
         return f"{self.prefix}/bundles/{bundle_id}/chunks/{index}"
 
+    def bundle_chunks(self, bundle_id: str) -> str:
+        """What every chunk topic of the bundle starts with."""
+        return f"{self.prefix}/bundles/{bundle_id}/chunks/"
+
     # desired state: retained, written by the operator
     def device_desired(self, device_id: str) -> str:
         return f"{self.prefix}/devices/{device_id}/desired"

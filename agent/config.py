@@ -227,7 +227,7 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
         if not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"{source} [serve] http: use 'HOST:PORT' (port 0..65535), "
                               "'unix:/path.sock' or ''")
-        if not _loopback(host) and not cfg.serve.allow_remote:
+        if not is_loopback(host) and not cfg.serve.allow_remote:
             raise ConfigError(f"{source} [serve] http = {http!r} would serve inference to the board's "
                               "network: use 127.0.0.1 or a unix: socket, or set allow_remote = true "
                               "and token_file (clients then send the token)")
@@ -240,7 +240,8 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
         raise ConfigError(f"{source} [mqtt] prefix: {exc}") from None
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """HOST (a name or an address, IPv6 in brackets or not) is this machine's loopback."""
     if host == "localhost":
         return True
     try:

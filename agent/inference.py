@@ -26,14 +26,14 @@ from edgefleet.runtime import InputError
 from edgefleet.tensors import Inputs
 
 log = logging.getLogger("edgefleet.agent")
-# The caller's transaction id, read without parsing a body of up to 8 MiB on the network
-# thread: only for the `busy` answer, when the agent is already overloaded.
 # MQTT requests answered faster than this skip the worker pool: paho's thread is held up
 # for as long (its keep-alive is a minute, a download's chunk timeout seconds), and one
 # model's invokes run one at a time anyway, so the pool adds thread wake-ups and nothing else
 INLINE_S = 0.002
 INLINE_BYTES = 1 << 20  # and so do only requests that parse in well under that
 UNKNOWN = float("inf")
+# The caller's transaction id, read without parsing a body of up to 8 MiB on the network
+# thread: only for the `busy` answer, when the agent is already overloaded.
 _TRANSACTION = re.compile(rb'"transaction"\s*:\s*(?:"([A-Za-z0-9._:-]{1,128})"|(\d{1,20}))')
 
 

@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 
 from edgefleet.agent.budget import ByteBudget
+from edgefleet.agent.config import is_loopback
 from edgefleet.protocol import messages
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.runtime import InputError
@@ -58,6 +59,15 @@ class _Abort(Exception):
         self.status, self.error = status, error
 
 
+class _Message(NamedTuple):
+    method: str
+    path: str
+    ctype: str
+    body: bytes
+    keep_alive: bool
+    taken: int  # bytes of the budget it holds until it is answered
+
+
 class _Request:
     """httptools' callbacks for one connection: the request being read, and those complete."""
 
@@ -65,8 +75,7 @@ class _Request:
         self.parser: Any = None  # the parser these callbacks belong to
         self.budget, self._bearer = budget, token and b"Bearer " + token
         self.taken = 0  # bytes of the budget the request being read holds
-        # (method, path, content type, body, keep-alive, bytes of the budget it holds)
-        self.done: list[tuple[str, str, str, bytes, bool, int]] = []
+        self.done: list[_Message] = []  # read whole, not answered yet
         self._begin()
 
     def _begin(self) -> None:
@@ -112,13 +121,14 @@ class _Request:
         path = self.url.decode("latin-1").split("?", 1)[0]
         method = self.parser.get_method().decode("latin-1")
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        self.done.append((method, path, self.ctype, body, self.parser.should_keep_alive(), self.taken))
+        keep_alive = self.parser.should_keep_alive()
+        self.done.append(_Message(method, path, self.ctype, body, keep_alive, self.taken))
         self.taken = 0
         self._begin()
 
     def release(self) -> None:
         """Give back what the request being read and any not yet answered hold."""
-        self.budget.give(self.taken + sum(entry[5] for entry in self.done))
+        self.budget.give(self.taken + sum(message.taken for message in self.done))
         self.taken = 0
         self.done.clear()
 
@@ -193,13 +203,13 @@ class _Server:
                     conn.sendall(_response(abort.status, {"error": abort.error}, keep_alive=False))
                     return
                 while request.done:
-                    method, path, ctype, body, keep_alive, taken = request.done.pop(0)
+                    message = request.done.pop(0)
                     try:
-                        status, answer = self._answer(method, path, ctype, body)
+                        status, answer = self._answer(message)
                     finally:
-                        self.api.budget.give(taken)
-                    conn.sendall(_response(status, answer, keep_alive))
-                    if not keep_alive:
+                        self.api.budget.give(message.taken)
+                    conn.sendall(_response(status, answer, message.keep_alive))
+                    if not message.keep_alive:
                         return
         except OSError as exc:  # a client that hangs up or goes quiet is normal
             log.debug("http client went away: %s", exc)
@@ -209,7 +219,8 @@ class _Server:
                 self._connections.discard(conn)
             conn.close()
 
-    def _answer(self, method: str, path: str, ctype: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    def _answer(self, message: _Message) -> tuple[int, dict[str, Any]]:
+        method, path, ctype, body = message.method, message.path, message.ctype, message.body
         if method == "GET":
             return self._get(path)
         if method != "POST":
@@ -270,7 +281,7 @@ def read_token(path: str) -> bytes | None:
     if not path:
         return None
     token = Path(path).read_bytes().strip()
-    if not token or len(token) < 16:
+    if len(token) < 16:
         raise ValueError(f"token_file {path} holds {len(token)} characters; put at least 16 in it "
                          "(openssl rand -hex 32)")
     return token
@@ -292,9 +303,10 @@ def start_local_api(address: str, api: LocalApi, token_file: str = "") -> tuple[
         host, _, port = address.rpartition(":")
         sock = socket.create_server((host, int(port)), reuse_port=False)
         server = _Server(sock, api, token=token)
-        if not sock.getsockname()[0].startswith("127.") and sock.getsockname()[0] != "::1":
+        bound_host, bound_port = sock.getsockname()[:2]
+        if not is_loopback(bound_host):
             log.warning("the local API serves %s beyond this board; every request needs the token", address)
-        bound = f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
+        bound = f"{bound_host}:{bound_port}"
     sock.listen(64)
     threading.Thread(target=server.serve_forever, name="local-api", daemon=True).start()
     return server, bound

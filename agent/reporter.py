@@ -51,7 +51,7 @@ class Reporter:
         """Every documented field at every stage: the last known figures of this bundle's
         install (`chunks_total` is null until its manifest has arrived)."""
         known = self.install if self.install and self.install["bundle_id"] == bundle_id else INSTALL_START
-        self.install = {**INSTALL_START, **{k: known.get(k) for k in INSTALL_START}, "bundle_id": bundle_id,
+        self.install = {**{k: known.get(k) for k in INSTALL_START}, "bundle_id": bundle_id,
                         "state": state, "updated_at": self._wall(), **extra}
         self.report(force)
 

@@ -253,45 +253,36 @@ class TFLiteModel:
         sample's invoke latency. Raises InputError for inputs that do not fit."""
         batches = named_inputs(self.inputs, inputs)
         count = len(next(iter(batches.values())))
-        if count == 1:
-            return self._run_one(batches)
-        outputs: dict[str, list[np.ndarray]] = {s.name: [] for s in self.outputs}
-        latencies = []
         with self._lock:
-            for i in range(count):
-                for spec in self.inputs:
-                    self.engine.set_input(spec, spec.quantize(batches[spec.name][i][None, ...]))
-                start = time.perf_counter()
-                self.engine.invoke()
-                elapsed = time.perf_counter() - start
-                if self.cold_start_seconds is None:
-                    self.cold_start_seconds = elapsed
-                latencies.append(elapsed)
-                for spec in self.outputs:
-                    value = spec.dequantize(self.engine.get_output(spec))
-                    outputs[spec.name].append(value[0] if value.ndim and value.shape[0] == 1 else value)
-        return {name: np.stack(values) for name, values in outputs.items()}, latencies
+            if count == 1:  # the common request: nothing to slice or stack
+                outputs, elapsed = self._invoke(batches)
+                return {name: _sample(value)[None, ...] for name, value in outputs.items()}, [elapsed]
+            runs = [self._invoke({name: batch[i][None, ...] for name, batch in batches.items()})
+                    for i in range(count)]
+        return ({spec.name: np.stack([_sample(out[spec.name]) for out, _ in runs]) for spec in self.outputs},
+                [elapsed for _, elapsed in runs])
 
-    def _run_one(self, batches: Arrays) -> tuple[Arrays, list[float]]:
-        """`run` for the common request, one sample: the same steps with nothing to batch up
-        (each line on this path runs right after an invoke has emptied the caches)."""
-        engine = self.engine
-        with self._lock:
-            for spec in self.inputs:
-                engine.set_input(spec, spec.quantize(batches[spec.name]))
-            start = time.perf_counter()
-            engine.invoke()
-            elapsed = time.perf_counter() - start
-            if self.cold_start_seconds is None:
-                self.cold_start_seconds = elapsed
-            outputs = {spec.name: spec.dequantize(engine.get_output(spec)) for spec in self.outputs}
-        return {name: value if value.ndim and value.shape[0] == 1 else value[None, ...]
-                for name, value in outputs.items()}, [elapsed]
+    def _invoke(self, sample: Arrays) -> tuple[Arrays, float]:
+        """One sample (batch 1) through the engine, the caller holding the lock: the outputs,
+        dequantised, and the invoke's own time."""
+        for spec in self.inputs:
+            self.engine.set_input(spec, spec.quantize(sample[spec.name]))
+        start = time.perf_counter()
+        self.engine.invoke()
+        elapsed = time.perf_counter() - start
+        if self.cold_start_seconds is None:
+            self.cold_start_seconds = elapsed
+        return {spec.name: spec.dequantize(self.engine.get_output(spec)) for spec in self.outputs}, elapsed
 
     def predict(self, x: Inputs) -> tuple[np.ndarray, list[float]]:
         """The first output only, for callers that know the model has one."""
         outputs, latencies = self.run(x)
         return outputs[self.outputs[0].name], latencies
+
+
+def _sample(value: np.ndarray) -> np.ndarray:
+    """An output of one sample without its batch axis (outputs without one stay as they are)."""
+    return value[0] if value.ndim and value.shape[0] == 1 else value
 
 
 _SOURCE_LOCATION = re.compile(r"^(ERROR|WARNING|INFO): \[[^\]]+:\d+\]$")

@@ -74,8 +74,9 @@ class TensorSpec:
 
     def _check_fits(self, sample: np.ndarray, floating: bool) -> None:
         low, high = self._limits
-        if sample.size and (sample.min() < low or sample.max() > high):
-            raise InputError(f"input {self.name!r}: values from {sample.min()} to {sample.max()} do not fit "
+        smallest, largest = (sample.min(), sample.max()) if sample.size else (low, high)
+        if smallest < low or largest > high:
+            raise InputError(f"input {self.name!r}: values from {smallest} to {largest} do not fit "
                              f"{self.dtype} ({low} to {high}); the model takes them as they are, unscaled")
         if floating and not np.array_equal(sample, np.trunc(sample)):
             raise InputError(f"input {self.name!r}: the model takes whole numbers ({self.dtype}), "

@@ -76,7 +76,7 @@ class TelemetrySettings:
 
 @dataclass
 class DeliverySettings:
-    window: int = 8  # chunk topics subscribed at once
+    window: int = 16  # chunk topics subscribed at once (refilled half a window at a time)
     chunk_timeout_s: float = 15.0  # re-subscribe a chunk that has not arrived by then
     max_bad_chunks: int = 3  # a chunk failing its hash this often fails the install
     manifest_timeout_s: float = 120.0  # no manifest on the broker by then: the install fails

@@ -20,10 +20,12 @@ from typing import Any
 from edgefleet import __version__
 from edgefleet.agent import transfer as tx
 from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.fetcher import Fetcher, Token
 from edgefleet.agent.inference import InferenceService
 from edgefleet.agent.installer import Installer, InstallFailed
 from edgefleet.agent.link import ClientFactory, MqttLink, paho_client
 from edgefleet.agent.local_api import LocalApi, start_local_api
+from edgefleet.agent.partial import Downloaded
 from edgefleet.agent.placement import Placement
 from edgefleet.agent.power import board_profiles, board_setup
 from edgefleet.agent.reporter import Context, Reporter, telemetry
@@ -32,12 +34,10 @@ from edgefleet.agent.store import Store
 from edgefleet.agent.telemetry import SystemSampler
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import Bundle
-from edgefleet.protocol.delivery import DeliveryError, parse_transfer_manifest
-from edgefleet.protocol.signing import SignatureError, TrustStore
+from edgefleet.protocol.signing import TrustStore
 from edgefleet.runtime import RuntimeLoadError, find_runtime
 
 log = logging.getLogger("edgefleet.agent")
-Token = tuple[str, float]  # (bundle id, set_at): one request of the operator's
 
 
 class AgentStartError(Exception):
@@ -79,8 +79,11 @@ class Agent:
         self.desired_device = messages.Desired(None)
         self.desired_groups: dict[str, messages.Desired] = {}
         self.desired_source: str | None = None
-        self.transfer: tx.Transfer | None = None
-        self.transfer_token: Token | None = None
+        limits = tx.Limits(config.delivery.window, config.delivery.chunk_timeout_s,
+                           config.delivery.max_bad_chunks, config.delivery.manifest_timeout_s)
+        self.fetch = Fetcher(self.link, self.topics, self.store, self.reporter, self._trust,
+                             lambda m: self.installer.placement.refusal({"target": m.target}), limits,
+                             self.clock.monotonic, self._downloaded, self._fail)
         self.failed_tokens: set[Token] = set()
         self.local_api_address: str | None = None
         self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
@@ -88,8 +91,6 @@ class Agent:
         self._http_server: Any = None
         self.systemd = Notifier.from_environment()  # a no-op unless systemd started the agent
         self._greeted = False  # the broker has been told we are online at least once
-        self.limits = tx.Limits(config.delivery.window, config.delivery.chunk_timeout_s,
-                                config.delivery.max_bad_chunks, config.delivery.manifest_timeout_s)
 
     @property
     def serving(self) -> Any:
@@ -133,8 +134,7 @@ class Agent:
                 try:
                     if event is not None:
                         self._handle(event)
-                    if self.transfer is not None:
-                        self._apply(self.transfer.tick(self.clock.monotonic()))
+                    self.fetch.tick()
                     self.reporter.flush()
                     self.power.sample()
                     if self.clock.monotonic() >= next_telemetry:
@@ -144,9 +144,11 @@ class Agent:
                                                     self.serving, self.system, self.power))
                 except Exception as exc:  # the daemon outlives any one bad event
                     log.exception("error while handling %s", event and event[:2])
-                    if self.transfer_token is not None and self._is_transfer_topic(event):
-                        self._fail(self.transfer_token, "download",
-                                   f"unexpected error: {type(exc).__name__}: {exc}")
+                    token = self.fetch.token
+                    if token is not None and event is not None and event[0] == "message" \
+                            and self.fetch.owns(event[1]):
+                        self.fetch.abort(keep_download=True)
+                        self._fail(token, "download", f"unexpected error: {type(exc).__name__}: {exc}")
                 if self.systemd.enabled:  # only this loop pets the watchdog: a hung loop gets restarted
                     self.systemd.tick(self.clock.monotonic(), self._greeted, self._status())
         finally:
@@ -196,14 +198,8 @@ class Agent:
             group = topic.split("/")[-2]
             if group in self.cfg.groups:
                 self._set_desired(payload, group)
-        elif self.transfer and topic == self.topics.bundle_manifest(self.transfer.bundle_id):
-            self._on_manifest(payload)
-        elif self.transfer and topic.startswith(self.topics.bundle_chunks(self.transfer.bundle_id)):
-            try:
-                index = int(topic.rsplit("/", 1)[1])
-            except ValueError:
-                return
-            self._apply(self.transfer.chunk_received(index, payload, self.clock.monotonic()))
+        elif self.fetch.owns(topic):
+            self.fetch.on_message(topic, payload)
 
     def _subscribe_all(self) -> None:
         subs = [self.topics.device_desired(self.device_id)]
@@ -211,8 +207,7 @@ class Agent:
         if self.cfg.serve.mqtt:
             subs.append(self.request_topic)
         self.link.subscribe(subs)
-        if self.transfer is not None:
-            self._apply(self.transfer.reconnected(self.clock.monotonic()))
+        self.fetch.reconnected()
 
     # desired state
     def _set_desired(self, payload: bytes, group: str | None) -> None:
@@ -242,104 +237,34 @@ class Agent:
         bundle_id = want.bundle_id
         if bundle_id is None or (self.serving and self.serving.bundle_id == bundle_id):
             # nothing to install (any earlier failure stays in last_error), nor to resume
-            self._abort_transfer()
+            self.fetch.abort()
             self.store.discard_downloads(keep=None)
             self.reporter.clear_install()
             self.reporter.report(force=True)
             return
-        if self.transfer and self.transfer.bundle_id == bundle_id:
+        if self.fetch.bundle_id == bundle_id:
             return
         token = (bundle_id, want.set_at)
         if token in self.failed_tokens:
             self.reporter.report(force=True)
             return
-        self._abort_transfer()
+        self.fetch.abort()
         self.store.discard_downloads(keep=bundle_id)  # what another desired state left
         stored = self.installer.stored_bundle(bundle_id)
         if stored is not None:  # e.g. a rollback to the previous version
             self._install(token, stored[0], stored[1])
             return
-        log.info("fetching bundle %s", bundle_id)
-        self.transfer, self.transfer_token = tx.Transfer(bundle_id, self.limits), token
-        self.reporter.set_install(bundle_id, "downloading", progress=0.0)
-        self._apply(self.transfer.start(self.clock.monotonic()))
+        self.fetch.start(token)
 
-    def _abort_transfer(self, keep_download: bool = False) -> None:
-        if self.transfer is None:
-            return
-        bundle_id = self.transfer.bundle_id
-        self._apply(self.transfer.abort())
-        self.transfer = self.transfer_token = None
-        if not keep_download:  # no one wants it now; it would only fill the disk
-            self.store.discard_download(bundle_id)
-
-    # delivery
-    def _on_manifest(self, payload: bytes) -> None:
-        t = self.transfer
-        assert t is not None
-        if t.manifest is not None or not payload:
-            return
-        try:
-            m = parse_transfer_manifest(payload, self._trust(), t.bundle_id)
-        except (DeliveryError, SignatureError) as exc:
-            self._apply(t.manifest_refused(str(exc)))
-            return
-        if refused := self.installer.placement.refusal({"target": m.target}):  # before any chunk is fetched
-            self._apply(t.manifest_refused(refused))
-            return
-        try:
-            self.store.save_transfer_manifest(t.bundle_id, payload)
-            on_disk = set(range(m.chunk_count)) - set(self.store.missing_chunks(m))
-        except OSError as exc:
-            self._apply(t.manifest_refused(f"cannot store the transfer manifest: {exc}"))
-            return
-        log.info("bundle %s: %d chunk(s), %d already on disk", t.bundle_id, m.chunk_count, len(on_disk))
-        self._apply(t.manifest_accepted(m, on_disk, self.clock.monotonic()))
-
-    def _apply(self, actions: list[tx.Action]) -> None:
-        """Carry out what the transfer state machine asks for, in order."""
-        t, token = self.transfer, self.transfer_token
-        if t is None or token is None:
-            return
-        for action in actions:
-            if isinstance(action, tx.Subscribe):
-                self.link.subscribe(self._transfer_topics(t.bundle_id, action.chunks, action.manifest))
-            elif isinstance(action, tx.Unsubscribe):
-                self.link.unsubscribe(self._transfer_topics(t.bundle_id, action.chunks, action.manifest))
-            elif isinstance(action, tx.WriteChunk):
-                assert t.manifest is not None
-                try:
-                    self.store.write_chunk(t.manifest, action.index, action.data)
-                except OSError as exc:
-                    self._apply(t.write_failed(action.index, str(exc)))
-                    return
-            elif isinstance(action, tx.Progress):
-                self.reporter.set_install(t.bundle_id, "downloading",
-                                          progress=round(action.have / action.total, 4),
-                                          chunks_have=action.have, chunks_total=action.total,
-                                          chunks_resumed=t.resumed_from, force=action.have == action.total)
-            elif isinstance(action, tx.Complete):
-                self._finish_transfer(t, token)
-            elif isinstance(action, tx.Failed):
-                self._fail(token, action.stage, action.reason)
-
-    def _finish_transfer(self, t: tx.Transfer, token: Token) -> None:
-        assert t.manifest is not None
-        self.transfer = self.transfer_token = None
-        try:
-            data = self.store.assemble(t.manifest)
-        except (OSError, ValueError) as exc:
-            self.store.discard_download(t.bundle_id)
-            self._fail(token, "download", str(exc))
-            return
-        self._install(token, data)
-        self.store.discard_download(t.bundle_id)
+    def _downloaded(self, token: Token, download: Downloaded) -> None:
+        self._install(token, download.data, download=download)
 
     # verify, self-test, activate
-    def _install(self, token: Token, data: bytes, stored: Bundle | None = None) -> None:
+    def _install(self, token: Token, data: bytes, stored: Bundle | None = None,
+                 download: Downloaded | None = None) -> None:
         bundle_id = token[0]
         try:
-            serving = self.installer.install(bundle_id, data, stored,
+            serving = self.installer.install(bundle_id, data, stored, download,
                                              on_stage=lambda stage: self._stage(bundle_id, stage))
         except InstallFailed as exc:
             self._fail(token, exc.stage, exc.reason)
@@ -360,8 +285,8 @@ class Agent:
         bundle_id = token[0]
         log.error("bundle %s refused at %s: %s", bundle_id, stage, reason)
         self.failed_tokens.add(token)
-        if self.transfer and self.transfer.bundle_id == bundle_id:
-            self._abort_transfer(keep_download=True)  # re-setting the desired state resumes it
+        if self.fetch.bundle_id == bundle_id:
+            self.fetch.abort(keep_download=True)  # re-setting the desired state resumes it
         self.reporter.record_error(bundle_id, stage, reason, publish=False)
         self.reporter.set_install(bundle_id, "failed", stage=stage, reason=reason, force=True)
 
@@ -370,22 +295,13 @@ class Agent:
         # read on every use, so keys added to or removed from the folder apply at once
         return TrustStore.from_folder(self.cfg.trust_dir)
 
-    def _transfer_topics(self, bundle_id: str, chunks: tuple[int, ...], manifest: bool) -> list[str]:
-        topics = [self.topics.bundle_manifest(bundle_id)] if manifest else []
-        return topics + [self.topics.bundle_chunk(bundle_id, i) for i in chunks]
-
-    def _is_transfer_topic(self, event: tuple[Any, ...] | None) -> bool:
-        t = self.transfer
-        return (t is not None and event is not None and event[0] == "message"
-                and event[1].startswith(f"{self.topics.prefix}/bundles/{t.bundle_id}/"))
-
     def _status(self) -> str:
         """systemd's STATUS= line, which `systemctl status edgefleet-agent` shows."""
         s, m = self.serving, self.cfg.mqtt
         model = f"active model {s.bundle.name} v{s.bundle.version}" if s else "no model yet"
         broker = "broker connected" if self.link.connected else f"broker {m.host}:{m.port} not connected"
         broker = self.link.clash or broker
-        return f"{model}, {broker}" + (f", fetching {self.transfer.bundle_id}" if self.transfer else "")
+        return f"{model}, {broker}" + (f", fetching {self.fetch.bundle_id}" if self.fetch.bundle_id else "")
 
     def _context(self) -> Context:
         want, _ = self._effective_desired()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from edgefleet.agent.partial import Downloaded
 from edgefleet.agent.placement import Placement
 from edgefleet.agent.selftest import SelfTestResult, run_selftest
 from edgefleet.agent.store import Store
@@ -80,23 +81,30 @@ class Installer:
         return ServingModel(bundle_id, bundle, model, self._clock(), run_selftest(model, bundle))
 
     def install(self, bundle_id: str, data: bytes, stored: Bundle | None = None,
+                download: Downloaded | None = None,
                 on_stage: Callable[[str], None] = lambda stage: None) -> ServingModel:
         """Verify, store, self-test and activate DATA; return the model to serve.
 
         STORED: DATA came from the store and was opened there already, so it is neither
-        opened nor written again. A bundle that fails its self-test is removed again.
+        opened nor written again. DOWNLOAD: DATA is a finished download, hashed already,
+        whose file is moved into the store instead of written again. A bundle that fails
+        its self-test is removed again.
         """
         on_stage("verifying")
         try:
             bundle = stored or open_bundle(data, self._trust())
-            expected = bundle_id_for(bundle.name, bundle.version, sha256_hex(data))
+            digest = download.sha256 if download else sha256_hex(data)
+            expected = bundle_id_for(bundle.name, bundle.version, digest)
             if expected != bundle_id:
                 raise BundleError(f"bundle content is {expected}, not {bundle_id}")
         except (BundleError, SignatureError) as exc:
             raise InstallFailed("verify", str(exc)) from None
         if stored is None:
             try:
-                self.store.install(bundle_id, data)
+                if download:
+                    self.store.adopt(bundle_id, download.path)
+                else:
+                    self.store.install(bundle_id, data)
             except OSError as exc:
                 raise InstallFailed("install", f"cannot store the bundle in {self.store.bundles}: "
                                     f"{exc}") from None

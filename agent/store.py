@@ -4,7 +4,8 @@ Every write is atomic (temporary file, fsync, rename, fsync of the folder), so a
 power cut leaves either the old file or the new one, never half of one.
 
     <state_dir>/downloads/<bundle_id>/manifest.json   transfer manifest being fetched
-    <state_dir>/downloads/<bundle_id>/chunk-<n>      chunks that passed their hash
+    <state_dir>/downloads/<bundle_id>/bundle.part    the bundle, chunk by chunk (agent/partial.py)
+    <state_dir>/downloads/<bundle_id>/chunks.have    which chunks bundle.part holds
     <state_dir>/bundles/<bundle_id>.efb              installed, verified bundles
     <state_dir>/active.json                          {"active", "previous", "activated_at"}
     <state_dir>/lock                                 held by the running agent (its pid)
@@ -13,36 +14,17 @@ power cut leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from edgefleet.agent.durable import atomic_write, fsync_dir
+from edgefleet.agent.partial import PartialDownload
 from edgefleet.protocol.delivery import TransferManifest
 from edgefleet.protocol.topics import check_id
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class Store:
@@ -81,34 +63,12 @@ class Store:
     def _download_dir(self, bundle_id: str) -> Path:
         return self.downloads / check_id("bundle", bundle_id)
 
-    def _chunk_path(self, bundle_id: str, index: int) -> Path:
-        return self._download_dir(bundle_id) / f"chunk-{index:06d}"
-
     def save_transfer_manifest(self, bundle_id: str, payload: bytes) -> None:
         atomic_write(self._download_dir(bundle_id) / "manifest.json", payload)
 
-    def write_chunk(self, m: TransferManifest, index: int, data: bytes) -> None:
-        atomic_write(self._chunk_path(m.bundle_id, index), data)
-
-    def missing_chunks(self, m: TransferManifest) -> list[int]:
-        """Chunks not on disk yet; a chunk on disk that fails its hash counts as missing."""
-        missing = []
-        for i in range(m.chunk_count):
-            path = self._chunk_path(m.bundle_id, i)
-            try:
-                ok = m.chunk_ok(i, path.read_bytes())
-            except OSError:
-                ok = False
-            if not ok:
-                path.unlink(missing_ok=True)
-                missing.append(i)
-        return missing
-
-    def assemble(self, m: TransferManifest) -> bytes:
-        data = b"".join(self._chunk_path(m.bundle_id, i).read_bytes() for i in range(m.chunk_count))
-        if len(data) != m.bundle_size or hashlib.sha256(data).hexdigest() != m.bundle_sha256:
-            raise ValueError("assembled bundle does not match the SHA-256 in the transfer manifest")
-        return data
+    def partial(self, m: TransferManifest) -> PartialDownload:
+        """The partial download of M's bundle, with what an earlier attempt left in it."""
+        return PartialDownload(self._download_dir(m.bundle_id), m)
 
     def discard_download(self, bundle_id: str) -> None:
         shutil.rmtree(self._download_dir(bundle_id), ignore_errors=True)
@@ -132,6 +92,13 @@ class Store:
 
     def install(self, bundle_id: str, data: bytes) -> None:
         atomic_write(self.bundle_path(bundle_id), data)
+
+    def adopt(self, bundle_id: str, source: Path) -> None:
+        """Move a finished download (synced already) into place instead of writing it again."""
+        target = self.bundle_path(bundle_id)
+        os.replace(source, target)
+        for folder in {source.parent, target.parent}:
+            fsync_dir(folder)
 
     def installed(self, bundle_id: str) -> bytes | None:
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import paho.mqtt.client as mqtt
 
 from edgefleet.accelerators import target_of
 from edgefleet.protocol import messages
-from edgefleet.protocol.bundle import check_contents
-from edgefleet.protocol.delivery import build_transfer_manifest
+from edgefleet.protocol.bundle import check_contents, sha256_hex
+from edgefleet.protocol.delivery import bundle_id_for, sign_transfer_manifest, split_chunks
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE
 from edgefleet.protocol.signing import SigningKey
 from edgefleet.protocol.topics import Topics, check_id
@@ -60,38 +62,54 @@ def publish_bundle(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> PublishResult:
-    """Chunks first, then the manifest, then desired state: a device never sees a
-    manifest whose chunks are not on the broker yet."""
+    """Check and hash the bundle, then send its manifest, the desired states and its chunks,
+    in that order, and wait for the broker to take them all.
+
+    Devices start fetching while the chunks are still going out: one they ask for before
+    it is on the broker reaches them when it arrives (they are subscribed to its topic),
+    so the bundle crosses the broker once, not publisher-then-device. Nothing goes out
+    before the bundle has passed its checks: a damaged bundle does not ship. Should the
+    broker stop taking chunks half way, the devices named keep serving their model and
+    wait for them; publishing the same bundle again completes their download.
+    """
     for d in devices:
         check_id("device", d)
     for g in groups:
         check_id("group", g)
     start = time.monotonic()
     data = Path(bundle_path).read_bytes()
-    # a damaged bundle would be refused by every device: refuse it here, before it ships
-    bundle = check_contents(data)
-    manifest = bundle.manifest
-    name, version = str(manifest.get("name")), str(manifest.get("version"))
-    delegate, profile = target_of(manifest)
+    chunks = split_chunks(data, chunk_size)
+    with ThreadPoolExecutor(2) as pool:  # hashlib and zlib let go of the GIL: the three run at once
+        checked = pool.submit(check_contents, data)  # every device would refuse a damaged bundle
+        hashed = pool.submit(lambda: [hashlib.sha256(c).hexdigest() for c in chunks])
+        digest = sha256_hex(data)
+        bundle, digests = checked.result(), hashed.result()
+    name, version = bundle.name, bundle.version
+    bundle_id = bundle_id_for(name, version, digest)
+    delegate, profile = target_of(bundle.manifest)
     target = {k: v for k, v in (("delegate", delegate), ("profile", profile)) if v}
-    payload, chunks = build_transfer_manifest(data, name, version, key, chunk_size, target=target)
-    bundle_id = payload["body"]["bundle_id"]
-    infos = []
-    for i, chunk in enumerate(chunks):
-        infos.append(client.publish(topics.bundle_chunk(bundle_id, i), chunk, qos=QOS, retain=True))
+    payload = sign_transfer_manifest(digest, len(data), chunk_size, digests, name, version, key, target)
+    desired = messages.desired_payload(bundle_id)
+    # one connection: the broker takes these in the order they are sent
+    first = [(client.publish(topics.bundle_manifest(bundle_id), messages.dumps(payload), qos=QOS,
+                             retain=True), "the manifest")]
+    first += [(client.publish(topics.device_desired(d), desired, qos=QOS, retain=True),
+               f"desired state of device {d}") for d in devices]
+    first += [(client.publish(topics.group_desired(g), desired, qos=QOS, retain=True),
+               f"desired state of group {g}") for g in groups]
+    infos = [client.publish(topics.bundle_chunk(bundle_id, i), chunk, qos=QOS, retain=True)
+             for i, chunk in enumerate(chunks)]
+    for info, what in first:
+        _wait(info, what)
     for i, info in enumerate(infos):
-        _wait(info, f"chunk {i}")
+        try:
+            _wait(info, f"chunk {i}")
+        except PublishError as exc:
+            named = ", ".join([*devices, *(f"group {g}" for g in groups)])
+            wait = f"; {named} now want it and wait for its chunks" if named else ""
+            raise PublishError(f"{exc}{wait}: publish the bundle again to complete it") from None
         if progress:
             progress(i + 1, len(chunks))
-    _wait(client.publish(topics.bundle_manifest(bundle_id), messages.dumps(payload), qos=QOS,
-                         retain=True), "the manifest")
-    desired = messages.desired_payload(bundle_id)
-    for d in devices:
-        _wait(client.publish(topics.device_desired(d), desired, qos=QOS, retain=True),
-              f"desired state of device {d}")
-    for g in groups:
-        _wait(client.publish(topics.group_desired(g), desired, qos=QOS, retain=True),
-              f"desired state of group {g}")
     return PublishResult(bundle_id, name, version, len(data), len(chunks), chunk_size,
                          list(devices), list(groups), round(time.monotonic() - start, 3),
                          bundle.signed_by)

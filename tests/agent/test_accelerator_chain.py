@@ -103,7 +103,7 @@ def test_a_bundle_for_an_accelerator_the_board_lacks_is_refused_before_download(
         assert "target mismatch" in reported["install"]["reason"]
         assert "edgetpu" in reported["install"]["reason"] and "coral-usb" in reported["install"]["reason"]
         # nothing fetched: no chunk of the bundle ever reached the disk
-        assert not list((agent.state_dir / "downloads").glob("*/chunk-*"))
+        assert not list((agent.state_dir / "downloads").glob("*/bundle.part"))
     finally:
         _finish(agent, ctx)
 

@@ -54,7 +54,7 @@ def test_bundle_with_one_flipped_byte_is_refused_and_old_model_keeps_serving(
     topics, watcher, agent, v1 = running
     v2 = rebuild(tiny.bundle, tmp_path / "v2.efb", keys, "2")
     data = bytearray(v2.read_bytes())
-    data[len(data) // 2] ^= 0x01  # inside model.tflite's compressed bytes
+    data[len(data) // 2] ^= 0x01  # inside model.tflite (stored: its hash, not a CRC, catches it)
     v2.write_bytes(bytes(data))
     # `edgefleet publish` refuses it...
     refused = run_cli("publish", str(v2), "--broker", broker.address, "--prefix", topics.prefix,

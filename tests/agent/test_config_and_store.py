@@ -47,22 +47,27 @@ def test_integer_accepted_for_float_settings():
     assert parse_config({**BASE, "telemetry": {"interval_s": 2}}).telemetry.interval_s == 2.0
 
 
-def test_store_resumes_and_drops_damaged_chunks(tmp_path, keys):
-    key, trust_dir = keys.key, keys.trust_dir
+def test_store_resumes_a_download_and_drops_damaged_chunks(tmp_path, keys):
     data = bytes(range(256)) * 40
-    payload, chunks = build_transfer_manifest(data, "m", "1", key, chunk_size=1024)
-    m = parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(trust_dir),
+    payload, chunks = build_transfer_manifest(data, "m", "1", keys.key, chunk_size=1024)
+    m = parse_transfer_manifest(json.dumps(payload).encode(), TrustStore.from_folder(keys.trust_dir),
                                 payload["body"]["bundle_id"])
-    store = Store(tmp_path)
-    assert store.missing_chunks(m) == list(range(len(chunks)))
+    part = Store(tmp_path).partial(m)
+    assert part.present == set()
     for i in (0, 3, 5):
-        store.write_chunk(m, i, chunks[i])
-    # a chunk damaged on disk (bit rot, a crash of another tool) counts as missing again
-    (tmp_path / "downloads" / m.bundle_id / "chunk-000003").write_bytes(b"junk")
-    assert Store(tmp_path).missing_chunks(m) == [i for i in range(len(chunks)) if i not in (0, 5)]
-    for i in range(len(chunks)):
-        store.write_chunk(m, i, chunks[i])
-    assert store.assemble(m) == data
+        part.write(i, chunks[i])
+    part.sync()
+    part.close()
+    # a chunk damaged on disk (bit rot, another tool) counts as missing again
+    with (tmp_path / "downloads" / m.bundle_id / "bundle.part").open("r+b") as f:
+        f.seek(3 * 1024)
+        f.write(b"junk")
+    part = Store(tmp_path).partial(m)
+    assert part.present == {0, 5}
+    for i in set(range(len(chunks))) - {0, 5}:
+        part.write(i, chunks[i])
+    done = part.finish()
+    assert done.data == data and done.sha256 == m.bundle_sha256
 
 
 def test_store_keeps_active_and_previous_only(tmp_path):
@@ -105,14 +110,14 @@ def test_damaged_active_bundle_falls_back_without_keeping_it_as_rollback(tmp_pat
 def test_start_up_removes_the_download_of_a_bundle_already_installed(tmp_path):
     """A crash during the clean-up after activation leaves the download behind (issue 10)."""
     (tmp_path / "downloads" / "m-1-aaaaaaaaaaaa").mkdir(parents=True)
-    (tmp_path / "downloads" / "m-1-aaaaaaaaaaaa" / "chunk-000000").write_bytes(b"x")  # half removed
+    (tmp_path / "downloads" / "m-1-aaaaaaaaaaaa" / "chunks.have").write_bytes(b"x")  # half removed
     (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb").mkdir()  # a download to resume
-    (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb" / "chunk-000003").write_bytes(b"y")
+    (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb" / "bundle.part").write_bytes(b"y")
     (tmp_path / "bundles").mkdir()
     (tmp_path / "bundles" / "m-1-aaaaaaaaaaaa.efb").write_bytes(b"installed")
     Store(tmp_path)
     assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["m-2-bbbbbbbbbbbb"]
-    assert (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb" / "chunk-000003").read_bytes() == b"y"
+    assert (tmp_path / "downloads" / "m-2-bbbbbbbbbbbb" / "bundle.part").read_bytes() == b"y"
 
 
 def test_two_agents_cannot_share_a_state_dir(tmp_path):

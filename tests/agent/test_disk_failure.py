@@ -1,5 +1,6 @@
-"""A disk that refuses a write during an install ends that install as failed, with the
-operating system's reason on `reported`; the model that was serving keeps serving.
+"""A disk without room for a bundle ends its install as failed, with the operating system's
+reason on `reported`, before any chunk is fetched (the download's file is allocated at its
+full size first); the model that was serving keeps serving.
 
 The refusal is real: the agent runs under RLIMIT_FSIZE, so the kernel fails any write
 that would make a file larger than the limit (EFBIG, "File too large"), as a full disk
@@ -18,14 +19,14 @@ from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_byte
 pytestmark = pytest.mark.slow
 
 
-def test_a_write_refused_during_install_fails_the_install_and_keeps_the_old_model(
+def test_no_room_for_a_bundle_fails_its_install_before_download_and_keeps_the_old_model(
         tmp_path, broker, prefix, keys, tiny):
     topics = Topics(prefix)
     device = "pi-full"
     agent = AgentProcess(tmp_path, device, broker.address, prefix, keys.trust_dir)
     watcher = Watcher(broker.address, [topics.reported(device)])
     v2 = rebuild(tiny.bundle, tmp_path / "v2.efb", keys, "2")
-    limit = v2.stat().st_size // 2  # chunks (2 KiB) fit; the assembled bundle does not
+    limit = v2.stat().st_size // 2  # chunks (2 KiB) would fit; the bundle does not
     try:
         agent.start()
         v1 = publish_cli(tiny.bundle, broker.address, prefix, keys.private, "--device", device)
@@ -41,8 +42,10 @@ def test_a_write_refused_during_install_fails_the_install_and_keeps_the_old_mode
             lambda r: (r.get("install") or {}).get("bundle_id") == pub["bundle_id"]
             and r["install"]["state"] in ("failed", "active"), 60)
         assert failed["install"]["state"] == "failed", failed
-        assert failed["install"]["stage"] == "install"
+        assert failed["install"]["stage"] == "download"
         assert "File too large" in failed["install"]["reason"]
+        assert "before any chunk was fetched" in failed["install"]["reason"]
+        assert failed["install"]["chunks_have"] == 0
         assert failed["state"] == "failed" and failed["active"]["bundle_id"] == v1["bundle_id"]
         status, answer = http_infer(agent.http_port, npy_bytes(tiny.x[:5]))
         assert status == 200 and answer["bundle_id"] == v1["bundle_id"]

@@ -15,11 +15,13 @@ pytestmark = pytest.mark.slow
 DEVICE = "pi-tel"
 
 
-def _telemetry_of(watcher: Watcher, topics: Topics, bundle_id: str, count: int) -> dict:
+def _telemetry_of(watcher: Watcher, topics: Topics, bundle_id: str, count: int, errors: int = 0) -> dict:
+    """The first telemetry of BUNDLE_ID that counts COUNT requests and ERRORS failed ones (one
+    sent between two requests shows only the first: waiting on the count alone was a race)."""
     return watcher.wait_for(
         topics.telemetry(DEVICE),
         lambda t: (t.get("model") or {}).get("bundle_id") == bundle_id
-        and t["inference"]["count_total"] == count, 30)
+        and t["inference"]["count_total"] == count and t["inference"]["errors_total"] >= errors, 30)
 
 
 def test_after_a_swap_the_new_model_s_figures_start_from_zero(tmp_path, broker, prefix, keys, tiny):
@@ -33,7 +35,7 @@ def test_after_a_swap_the_new_model_s_figures_start_from_zero(tmp_path, broker, 
         assert status == 200
         status, _ = http_infer(agent.http_port, npy_bytes(tiny.x[:2, :4]))  # does not fit the input
         assert status == 400
-        first = _telemetry_of(watcher, topics, v1, 29)
+        first = _telemetry_of(watcher, topics, v1, 29, errors=1)
         old = first["inference"]
         # no silent fallback: what XNNPACK took is in telemetry (and in reported's active.delegate)
         assert first["delegate"]["delegated"]["left_to_runtime_kernels"]["SOFTMAX"] == 1

@@ -40,24 +40,40 @@ def started(now: float = 0.0, on_disk: set[int] | None = None) -> tuple[tx.Trans
     return t, t.manifest_accepted(M, on_disk or set(), now)
 
 
-def test_manifest_first_then_a_window_of_chunks_kept_full_until_complete():
+def test_manifest_first_then_a_window_of_chunks_until_complete():
     t, actions = started()
     assert tx.Unsubscribe(manifest=True) in actions
     assert subscribed(actions) == [0, 1, 2]  # the window, no more
     assert of(actions, tx.Progress) == [tx.Progress(0, 7)]
-    written = []
+    written, unsubscribed = [], []
     for step, i in enumerate(range(7)):
         actions = t.chunk_received(i, CHUNKS[i], now=1.0 + step)
         assert of(actions, tx.WriteChunk) == [tx.WriteChunk(i, CHUNKS[i])]
-        assert tx.Unsubscribe(chunks=(i,)) in actions
         written.append(i)
+        unsubscribed += [c for a in of(actions, tx.Unsubscribe) for c in a.chunks]
         assert len(t.requested) <= LIMITS.window
-        if i + LIMITS.window < 7:
-            assert subscribed(actions) == [i + LIMITS.window]  # one out, one in
     assert of(actions, tx.Progress) == [tx.Progress(7, 7)]
     assert actions[-1] == tx.Complete()
     assert written == list(range(7))
+    assert sorted(unsubscribed) == list(range(7))  # each one dropped once, none left behind
     assert t.chunk_received(0, CHUNKS[0], now=20.0) == []  # finished: nothing more happens
+
+
+def test_the_window_is_refilled_half_at_a_time_in_one_subscribe_and_one_unsubscribe():
+    """A packet each way per chunk cost 1.8x the time of batches of half a window."""
+    t = tx.Transfer(M.bundle_id, tx.Limits(window=4))
+    t.start(now=0.0)
+    assert subscribed(t.manifest_accepted(M, set(), now=0.0)) == [0, 1, 2, 3]
+    assert t.chunk_received(0, CHUNKS[0], now=1.0)[1:] == [tx.Progress(1, 7)]  # 3 still out: wait
+    actions = t.chunk_received(1, CHUNKS[1], now=1.0)
+    assert actions[2:] == [tx.Unsubscribe(chunks=(0, 1)), tx.Subscribe(chunks=(4, 5))]
+    t.chunk_received(2, CHUNKS[2], now=1.0)
+    actions = t.chunk_received(3, CHUNKS[3], now=1.0)
+    assert actions[2:] == [tx.Unsubscribe(chunks=(2, 3)), tx.Subscribe(chunks=(6,))]
+    for i in (4, 5):
+        assert of(t.chunk_received(i, CHUNKS[i], now=1.0), tx.Unsubscribe) == []  # nothing left to ask
+    actions = t.chunk_received(6, CHUNKS[6], now=1.0)
+    assert actions[-2:] == [tx.Unsubscribe(chunks=(4, 5, 6)), tx.Complete()]
 
 
 def test_restart_with_chunks_on_disk_asks_only_for_the_missing_ones():

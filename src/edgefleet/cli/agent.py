@@ -222,8 +222,8 @@ def install_service(config_path: Path, user: str, dry_run: bool) -> None:
     import pwd
 
     from edgefleet.agent.config_check import check_config as run_checks
+    from edgefleet.agent.durable import atomic_write
     from edgefleet.agent.service_unit import UNIT_NAME, render_unit, uses_state_directory
-    from edgefleet.agent.store import atomic_write
 
     if not dry_run and os.geteuid() != 0:
         raise click.ClickException("install-service writes /etc/systemd/system and runs systemctl: run it as "

@@ -72,20 +72,30 @@ def build_transfer_manifest(
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The signed manifest payload and the chunks, ready to publish."""
     chunks = split_chunks(data, chunk_size)
-    digest = hashlib.sha256(data).hexdigest()
+    digests = [hashlib.sha256(c).hexdigest() for c in chunks]
+    return sign_transfer_manifest(hashlib.sha256(data).hexdigest(), len(data), chunk_size, digests, name,
+                                  version, key, target), chunks
+
+
+def sign_transfer_manifest(
+    bundle_sha256: str, bundle_size: int, chunk_size: int, chunk_sha256: list[str], name: str, version: str,
+    key: SigningKey, target: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The signed manifest payload of a bundle hashed already (the publisher hashes its chunks
+    while they go out)."""
     body = {
         "format": FORMAT,
-        "bundle_id": bundle_id_for(name, version, digest),
-        "bundle_sha256": digest,
-        "bundle_size": len(data),
+        "bundle_id": bundle_id_for(name, version, bundle_sha256),
+        "bundle_sha256": bundle_sha256,
+        "bundle_size": bundle_size,
         "chunk_size": chunk_size,
-        "chunks": [hashlib.sha256(c).hexdigest() for c in chunks],
+        "chunks": list(chunk_sha256),
         "name": name,
         "version": version,
         "published_at": time.time(),
         **({"target": dict(target)} if target else {}),
     }
-    return {"body": body, "signature": key.sign(canonical_json(body))}, chunks
+    return {"body": body, "signature": key.sign(canonical_json(body))}
 
 
 def _field(body: dict[str, Any], key: str, kind: type, what: str) -> Any:

@@ -25,6 +25,7 @@ from edgefleet.agent.inference import InferenceService
 from edgefleet.agent.installer import Installer, InstallFailed
 from edgefleet.agent.link import ClientFactory, MqttLink, paho_client
 from edgefleet.agent.local_api import LocalApi, start_local_api
+from edgefleet.agent.ordering import Ordering
 from edgefleet.agent.partial import Downloaded
 from edgefleet.agent.placement import Placement
 from edgefleet.agent.power import board_profiles, board_setup
@@ -34,6 +35,8 @@ from edgefleet.agent.store import Store
 from edgefleet.agent.telemetry import SystemSampler
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import Bundle
+from edgefleet.protocol.delivery import TransferManifest
+from edgefleet.protocol.desired import Desired
 from edgefleet.protocol.signing import TrustStore
 from edgefleet.runtime import RuntimeLoadError, find_runtime
 
@@ -76,13 +79,13 @@ class Agent:
                                  lambda body: self.link.publish(self.topics.reported(self.device_id), body,
                                                                 retain=True),
                                  self._context, self.clock.monotonic, self.clock.wall)
-        self.desired_device = messages.Desired(None)
-        self.desired_groups: dict[str, messages.Desired] = {}
+        self.ordering = Ordering(self.store, self._trust, self.device_id)
+        self.desired: dict[str, Desired] = {}  # by source: "device", "group:<name>"
         self.desired_source: str | None = None
         limits = tx.Limits(config.delivery.window, config.delivery.chunk_timeout_s,
                            config.delivery.max_bad_chunks, config.delivery.manifest_timeout_s)
         self.fetch = Fetcher(self.link, self.topics, self.store, self.reporter, self._trust,
-                             lambda m: self.installer.placement.refusal({"target": m.target}), limits,
+                             self._manifest_refusal, limits,
                              self.clock.monotonic, self._downloaded, self._fail)
         self.failed_tokens: set[Token] = set()
         self.local_api_address: str | None = None
@@ -193,11 +196,11 @@ class Agent:
             return
         _, topic, payload = event
         if topic == self.topics.device_desired(self.device_id):
-            self._set_desired(payload, None)
+            self._set_desired(payload, "device")
         elif topic.startswith(f"{self.topics.prefix}/groups/"):
             group = topic.split("/")[-2]
             if group in self.cfg.groups:
-                self._set_desired(payload, group)
+                self._set_desired(payload, f"group:{group}")
         elif self.fetch.owns(topic):
             self.fetch.on_message(topic, payload)
 
@@ -210,27 +213,22 @@ class Agent:
         self.fetch.reconnected()
 
     # desired state
-    def _set_desired(self, payload: bytes, group: str | None) -> None:
+    def _set_desired(self, payload: bytes, source: str) -> None:
         try:
-            desired = messages.parse_desired(payload)
-        except messages.MessageError as exc:
-            where = f"group {group}" if group else "device"
+            self.desired[source] = self.ordering.accept(source, payload)
+        except messages.MessageError as exc:  # what was accepted before stays
+            where = source.replace(":", " ")
             self.reporter.record_error(None, "desired", f"{where} desired state ignored: {exc}")
             return
-        if group is None:
-            self.desired_device = desired
-        else:
-            self.desired_groups[group] = desired
         self._reconcile()
 
-    def _effective_desired(self) -> tuple[messages.Desired, str | None]:
-        if self.desired_device.bundle_id:
-            return self.desired_device, "device"
-        for g in self.cfg.groups:  # the first listed group wins
-            d = self.desired_groups.get(g)
+    def _effective_desired(self) -> tuple[Desired, str | None]:
+        # the device's own wins, then the groups in the order the config lists them
+        for source in ["device", *(f"group:{g}" for g in self.cfg.groups)]:
+            d = self.desired.get(source)
             if d and d.bundle_id:
-                return d, f"group:{g}"
-        return messages.Desired(None), None
+                return d, source
+        return Desired(), None
 
     def _reconcile(self) -> None:
         want, self.desired_source = self._effective_desired()
@@ -247,6 +245,12 @@ class Agent:
         token = (bundle_id, want.set_at)
         if token in self.failed_tokens:
             self.reporter.report(force=True)
+            return
+        running = (self.serving.bundle.name, self.serving.bundle.version) if self.serving else None
+        # before anything is fetched; the model that runs stays
+        if refused := self.ordering.refusal(want, running, self.store.active_record()):
+            self.fetch.abort(keep_download=True)
+            self._fail(token, "desired", refused)
             return
         self.fetch.abort()
         self.store.discard_downloads(keep=bundle_id)  # what another desired state left
@@ -265,7 +269,8 @@ class Agent:
         bundle_id = token[0]
         try:
             serving = self.installer.install(bundle_id, data, stored, download,
-                                             on_stage=lambda stage: self._stage(bundle_id, stage))
+                                             on_stage=lambda stage: self._stage(bundle_id, stage),
+                                             set_at=token[1])
         except InstallFailed as exc:
             self._fail(token, exc.stage, exc.reason)
             return
@@ -289,6 +294,15 @@ class Agent:
             self.fetch.abort(keep_download=True)  # re-setting the desired state resumes it
         self.reporter.record_error(bundle_id, stage, reason, publish=False)
         self.reporter.set_install(bundle_id, "failed", stage=stage, reason=reason, force=True)
+
+    def _manifest_refusal(self, m: TransferManifest) -> str | None:
+        """Why the signed manifest M must not be fetched: it is not the bundle the desired
+        state names, or not for this device's accelerators."""
+        want = self._effective_desired()[0].bundle
+        if want and (m.name, m.version, m.bundle_sha256) != (want.name, want.version, want.sha256):
+            return (f"the manifest is for {m.name} {m.version} ({m.bundle_sha256[:12]}), the desired "
+                    f"state names {want.name} {want.version} ({want.sha256[:12]})")
+        return self.installer.placement.refusal({"target": m.target})
 
     # helpers
     def _trust(self) -> TrustStore:

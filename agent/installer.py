@@ -82,13 +82,14 @@ class Installer:
 
     def install(self, bundle_id: str, data: bytes, stored: Bundle | None = None,
                 download: Downloaded | None = None,
-                on_stage: Callable[[str], None] = lambda stage: None) -> ServingModel:
+                on_stage: Callable[[str], None] = lambda stage: None, set_at: float = 0.0) -> ServingModel:
         """Verify, store, self-test and activate DATA; return the model to serve.
 
         STORED: DATA came from the store and was opened there already, so it is neither
         opened nor written again. DOWNLOAD: DATA is a finished download, hashed already,
         whose file is moved into the store instead of written again. A bundle that fails
-        its self-test is removed again.
+        its self-test is removed again. SET_AT: when the desired state that asked for it was
+        set, recorded with it (agent/ordering.py).
         """
         on_stage("verifying")
         try:
@@ -118,7 +119,7 @@ class Installer:
             self._drop(bundle_id)
             raise InstallFailed("self-test", f"golden self-test failed: {serving.selftest.reason}")
         try:
-            self.store.set_active(bundle_id)
+            self.store.set_active(bundle_id, set_at)
         except OSError as exc:
             raise InstallFailed("activate", f"cannot record the active bundle in {self.store.root}: "
                                 f"{exc}") from None

@@ -7,7 +7,8 @@ power cut leaves either the old file or the new one, never half of one.
     <state_dir>/downloads/<bundle_id>/bundle.part    the bundle, chunk by chunk (agent/partial.py)
     <state_dir>/downloads/<bundle_id>/chunks.have    which chunks bundle.part holds
     <state_dir>/bundles/<bundle_id>.efb              installed, verified bundles
-    <state_dir>/active.json                          {"active", "previous", "activated_at"}
+    <state_dir>/active.json                          {"active", "previous", "activated_at", "set_at"}
+    <state_dir>/desired.json                         set_at of the newest desired state by source
     <state_dir>/lock                                 held by the running agent (its pid)
 """
 
@@ -117,11 +118,12 @@ class Store:
         except (OSError, ValueError):
             return {}
 
-    def set_active(self, bundle_id: str) -> dict[str, Any]:
+    def set_active(self, bundle_id: str, set_at: float = 0.0) -> dict[str, Any]:
+        """SET_AT: when the desired state that asked for BUNDLE_ID was set (ordering.py)."""
         old = self.active_record()
         # re-activating the active bundle keeps the one before it as the rollback target
         previous = old.get("previous") if old.get("active") == bundle_id else old.get("active")
-        record = {"active": bundle_id, "previous": previous, "activated_at": time.time()}
+        record = {"active": bundle_id, "previous": previous, "activated_at": time.time(), "set_at": set_at}
         atomic_write(self.root / "active.json", json.dumps(record).encode())
         self._prune(keep={bundle_id, record["previous"]})
         return record
@@ -129,8 +131,21 @@ class Store:
     def fall_back_to(self, bundle_id: str) -> None:
         """The active bundle is unusable: BUNDLE_ID (the previous one) becomes active, with
         no rollback target left (the broken one is not one)."""
-        record = {"active": bundle_id, "previous": None, "activated_at": time.time()}
+        # the desired state behind the broken one still orders what may come next (ordering.py)
+        set_at = self.active_record().get("set_at", 0.0)
+        record = {"active": bundle_id, "previous": None, "activated_at": time.time(), "set_at": set_at}
         atomic_write(self.root / "active.json", json.dumps(record).encode())
+
+    # the desired states accepted (agent/ordering.py)
+    def desired_record(self) -> dict[str, Any]:
+        try:
+            record = json.loads((self.root / "desired.json").read_text())
+            return record if isinstance(record, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def save_desired_record(self, record: dict[str, Any]) -> None:
+        atomic_write(self.root / "desired.json", json.dumps(record).encode())
 
     def _prune(self, keep: set[str | None]) -> None:
         """Keep the active bundle and the one before it, for rollback; drop older ones."""

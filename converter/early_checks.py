@@ -19,6 +19,7 @@ from edgefleet.converter.errors import ConversionError
 from edgefleet.converter.pruning.plan import PruneOptions, check_plan
 from edgefleet.converter.targets.profile import Target
 from edgefleet.file_kinds import CONVERT_INPUTS, DESCRIPTIONS, MODEL_KINDS, identify
+from edgefleet.protocol.desired import check_version
 
 if TYPE_CHECKING:
     from edgefleet.converter.build import ConvertOptions
@@ -35,11 +36,20 @@ def early_checks(model_path: Path, out_path: Path, opts: ConvertOptions, target:
     """Raise ConversionError for the first problem; return the checked training data of
     pruned variants (None without them), loaded once here for the pruning step."""
     kind = check_model_file(model_path)
+    check_bundle_version(str(opts.version))
     check_out_path(model_path, out_path, force=opts.force)
     check_io_choice(kind, target, opts.io_dtype, specs)
     if not any(s.pruned for s in specs):
         return None
     return check_pruning_plan(kind, opts, preprocess)
+
+
+def check_bundle_version(version: str) -> None:
+    """Devices order versions to refuse downgrades, so a bundle's is PEP 440 (1, 1.2, 2.0rc1)."""
+    try:
+        check_version(version)
+    except ValueError as exc:
+        raise ConversionError(f"--version: {exc}") from None
 
 
 def check_model_file(path: Path) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 
 import edgefleet
 from edgefleet.converter.artifacts import MIN_RUNTIME_VERSIONS, check_out_path, encode_report, report_paths
+from edgefleet.converter.early_checks import check_bundle_version
 from edgefleet.converter.errors import ConversionError
 from edgefleet.converter.golden import build_golden, class_score_outputs, golden_budget
 from edgefleet.converter.targets.profile import resolve_target
@@ -84,6 +85,7 @@ def pack(model_path: str | Path, out_path: str | Path, key_path: str | Path, *,
     name = name if name is not None else model_path.stem
     if not name.strip():
         raise ConversionError("the bundle name is empty")
+    check_bundle_version(str(version))
     if out_path.is_dir():
         raise ConversionError(f"output {out_path} is a directory; give a file name such as m.efb")
     try:

@@ -15,6 +15,7 @@ from edgefleet.accelerators import target_of
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import check_contents, sha256_hex
 from edgefleet.protocol.delivery import bundle_id_for, sign_transfer_manifest, split_chunks
+from edgefleet.protocol.desired import BundleRef, desired_payload
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE
 from edgefleet.protocol.signing import SigningKey
 from edgefleet.protocol.topics import Topics, check_id
@@ -32,6 +33,7 @@ class PublishResult:
     bundle_id: str
     name: str
     version: str
+    bundle_sha256: str
     bundle_bytes: int
     chunks: int
     chunk_size: int
@@ -39,6 +41,8 @@ class PublishResult:
     groups: list[str]
     seconds: float
     bundle_signed_by: str  # key id of the bundle's own signature (devices must trust it too)
+    signed_by: str  # key id that signed the transfer manifest and the desired states
+    rollback: bool
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -61,6 +65,7 @@ def publish_bundle(
     groups: Sequence[str] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Callable[[int, int], None] | None = None,
+    rollback: bool = False,
 ) -> PublishResult:
     """Check and hash the bundle, then send its manifest, the desired states and its chunks,
     in that order, and wait for the broker to take them all.
@@ -71,6 +76,9 @@ def publish_bundle(
     before the bundle has passed its checks: a damaged bundle does not ship. Should the
     broker stop taking chunks half way, the devices named keep serving their model and
     wait for them; publishing the same bundle again completes their download.
+
+    The desired states are signed, one for each device and group; ROLLBACK lets devices
+    that run a newer version of the model go back to this one (docs/protocol.md).
     """
     for d in devices:
         check_id("device", d)
@@ -89,13 +97,15 @@ def publish_bundle(
     delegate, profile = target_of(bundle.manifest)
     target = {k: v for k, v in (("delegate", delegate), ("profile", profile)) if v}
     payload = sign_transfer_manifest(digest, len(data), chunk_size, digests, name, version, key, target)
-    desired = messages.desired_payload(bundle_id)
+    ref, set_at = BundleRef(name, version, digest), time.time()
+    desired = {(kind, t): desired_payload(key, kind, t, ref, rollback, set_at=set_at)
+               for kind, names in (("device", devices), ("group", groups)) for t in names}
     # one connection: the broker takes these in the order they are sent
     first = [(client.publish(topics.bundle_manifest(bundle_id), messages.dumps(payload), qos=QOS,
                              retain=True), "the manifest")]
-    first += [(client.publish(topics.device_desired(d), desired, qos=QOS, retain=True),
+    first += [(client.publish(topics.device_desired(d), desired["device", d], qos=QOS, retain=True),
                f"desired state of device {d}") for d in devices]
-    first += [(client.publish(topics.group_desired(g), desired, qos=QOS, retain=True),
+    first += [(client.publish(topics.group_desired(g), desired["group", g], qos=QOS, retain=True),
                f"desired state of group {g}") for g in groups]
     infos = [client.publish(topics.bundle_chunk(bundle_id, i), chunk, qos=QOS, retain=True)
              for i, chunk in enumerate(chunks)]
@@ -110,6 +120,6 @@ def publish_bundle(
             raise PublishError(f"{exc}{wait}: publish the bundle again to complete it") from None
         if progress:
             progress(i + 1, len(chunks))
-    return PublishResult(bundle_id, name, version, len(data), len(chunks), chunk_size,
+    return PublishResult(bundle_id, name, version, digest, len(data), len(chunks), chunk_size,
                          list(devices), list(groups), round(time.monotonic() - start, 3),
-                         bundle.signed_by)
+                         bundle.signed_by, key.key_id, rollback)

@@ -19,6 +19,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edgefleet.fleet.broker import free_port
+from edgefleet.fleet.publish import PublishResult
+from edgefleet.protocol.desired import BundleRef, desired_payload
 from edgefleet.protocol.signing import SigningKey
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,33 @@ class Keys:
     key: SigningKey
     private: Path  # the private key file, for the CLI's --key
     trust_dir: Path  # a folder holding only the matching public key
+
+
+GHOST = BundleRef("ghost", "1", "0" * 64)  # a bundle no broker holds: ghost-1-000000000000
+
+
+def desired(key: SigningKey, device: str, bundle: BundleRef | PublishResult | dict[str, Any],
+            **options: Any) -> bytes:
+    """A device's signed desired state for BUNDLE: a reference, what publish_bundle returned, or
+    a transfer manifest's body. OPTIONS go to desired_payload (rollback, set_at)."""
+    if isinstance(bundle, PublishResult):
+        bundle = BundleRef(bundle.name, bundle.version, bundle.bundle_sha256)
+    elif isinstance(bundle, dict):
+        bundle = BundleRef(bundle["name"], bundle["version"], bundle["bundle_sha256"])
+    return desired_payload(key, "device", device, bundle, **options)
+
+
+def signed_variant(src: Path, dst: Path, keys: Keys, version: str, **replace: bytes) -> Path:
+    """SRC as another version (and with the files in REPLACE), signed again: a second valid
+    bundle of the same model without running TensorFlow."""
+    from edgefleet.protocol.bundle import open_bundle, write_bundle
+    from edgefleet.protocol.signing import TrustStore
+
+    bundle = open_bundle(src.read_bytes(), TrustStore.from_folder(keys.trust_dir))
+    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("format", "files")}
+    manifest["version"] = version
+    write_bundle(dst, manifest, {**bundle.files, **replace}, keys.key)
+    return dst
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:

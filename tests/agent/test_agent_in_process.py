@@ -15,9 +15,8 @@ import pytest
 from edgefleet.agent.config import parse_config
 from edgefleet.agent.daemon import Agent, Clock
 from edgefleet.fleet.connection import close, connect
-from edgefleet.protocol import messages
 from edgefleet.protocol.topics import Topics
-from tests.support import Watcher
+from tests.support import GHOST, Watcher, desired
 
 
 class ManualClock:
@@ -91,14 +90,14 @@ def _cut_link(agent: Agent) -> None:
     agent.link.client.socket().close()
 
 
-def test_the_manifest_timeout_runs_on_the_injected_clock(start_agent, broker):
+def test_the_manifest_timeout_runs_on_the_injected_clock(start_agent, broker, keys):
     clock = ManualClock()
     running = start_agent("pi-clock", Clock(monotonic=clock))
     topics = running.topics
     watcher = Watcher(broker.address, [topics.reported("pi-clock")])
     client = connect(broker.address, "test")
     try:
-        client.publish(topics.device_desired("pi-clock"), messages.desired_payload("ghost-1-000000000000"),
+        client.publish(topics.device_desired("pi-clock"), desired(keys.key, "pi-clock", GHOST),
                        qos=1, retain=True).wait_for_publish(10)
         watcher.wait_for(topics.reported("pi-clock"),
                          lambda r: (r.get("install") or {}).get("state") == "downloading", 15)
@@ -165,7 +164,7 @@ def test_a_failed_download_keeps_its_good_chunks_for_the_next_attempt(start_agen
         bad = len(chunks) // 2
         client.publish(topics.bundle_chunk(published.bundle_id, bad), b"junk" * 1024, qos=1,
                        retain=True).wait_for_publish(10)
-        client.publish(topics.device_desired(device), messages.desired_payload(published.bundle_id),
+        client.publish(topics.device_desired(device), desired(keys.key, device, published),
                        qos=1, retain=True).wait_for_publish(10)
         failed = watcher.wait_for(topics.reported(device),
                                   lambda r: (r.get("install") or {}).get("state") == "failed", 30)
@@ -175,7 +174,7 @@ def test_a_failed_download_keeps_its_good_chunks_for_the_next_attempt(start_agen
         assert kept == [i for i in range(len(chunks)) if i != bad]  # every chunk but the damaged one
         client.publish(topics.bundle_chunk(published.bundle_id, bad), chunks[bad], qos=1,
                        retain=True).wait_for_publish(10)
-        client.publish(topics.device_desired(device), messages.desired_payload(published.bundle_id),
+        client.publish(topics.device_desired(device), desired(keys.key, device, published),
                        qos=1, retain=True).wait_for_publish(10)  # a new set_at: try again
         done = watcher.wait_for(topics.reported(device),
                                 lambda r: (r.get("install") or {}).get("chunks_have") == len(chunks), 30)

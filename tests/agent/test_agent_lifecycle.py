@@ -16,6 +16,7 @@ from tests.support import (
     AgentProcess,
     Mosquitto,
     Watcher,
+    desired,
     find_mosquitto,
     http_infer,
     is_active,
@@ -98,7 +99,7 @@ def test_download_resumes_across_agent_restart_fetching_only_missing_chunks(
             if i not in held_back:
                 put(topics.bundle_chunk(bundle_id, i), chunk)
         put(topics.bundle_manifest(bundle_id), messages.dumps(payload))
-        put(topics.device_desired("pi-resume"), messages.desired_payload(bundle_id))
+        put(topics.device_desired("pi-resume"), desired(keys.key, "pi-resume", payload["body"]))
         agent.start()
         have = len(chunks) - len(held_back)
         watcher.wait_for(topics.reported("pi-resume"),

@@ -12,11 +12,22 @@ import pytest
 from edgefleet.fleet.connection import close, connect
 from edgefleet.fleet.infer_client import InferenceFailed, MqttInferClient
 from edgefleet.protocol import messages
-from edgefleet.protocol.bundle import open_bundle, write_bundle
+from edgefleet.protocol.bundle import open_bundle
 from edgefleet.protocol.delivery import build_transfer_manifest
 from edgefleet.protocol.signing import TrustStore
 from edgefleet.protocol.topics import Topics
-from tests.support import AgentProcess, Watcher, http_infer, is_active, npy_bytes, publish_cli, run_cli
+from tests.support import (
+    GHOST,
+    AgentProcess,
+    Watcher,
+    desired,
+    http_infer,
+    is_active,
+    npy_bytes,
+    publish_cli,
+    run_cli,
+    signed_variant,
+)
 
 pytestmark = pytest.mark.slow
 DEVICE = "pi-bad"
@@ -24,7 +35,7 @@ DEVICE = "pi-bad"
 
 def rebuild(src: Path, dst: Path, keys, version: str) -> Path:
     """Same model, another version: a second valid bundle without running TensorFlow."""
-    return _signed_variant(src, dst, keys, version)
+    return signed_variant(src, dst, keys, version)
 
 
 @pytest.fixture
@@ -70,7 +81,7 @@ def test_bundle_with_one_flipped_byte_is_refused_and_old_model_keeps_serving(
             client.publish(topics.bundle_chunk(bundle_id, i), chunk, qos=1, retain=True).wait_for_publish(10)
         client.publish(topics.bundle_manifest(bundle_id), messages.dumps(payload), qos=1,
                        retain=True).wait_for_publish(10)
-        client.publish(topics.device_desired(DEVICE), messages.desired_payload(bundle_id), qos=1,
+        client.publish(topics.device_desired(DEVICE), desired(keys.key, DEVICE, payload["body"]), qos=1,
                        retain=True).wait_for_publish(10)
     finally:
         close(client)
@@ -101,7 +112,7 @@ def test_damaged_chunk_on_broker_fails_then_resumes_when_republished(
         for i, chunk in enumerate(chunks):
             put(topics.bundle_chunk(bundle_id, i), chunk if i != 2 else chunk[:-1] + bytes([chunk[-1] ^ 1]))
         put(topics.bundle_manifest(bundle_id), messages.dumps(payload))
-        put(topics.device_desired(DEVICE), messages.desired_payload(bundle_id))
+        put(topics.device_desired(DEVICE), desired(keys.key, DEVICE, payload["body"]))
         failed = watcher.wait_for(
             topics.reported(DEVICE),
             lambda r: (r.get("install") or {}).get("state") == "failed"
@@ -112,7 +123,7 @@ def test_damaged_chunk_on_broker_fails_then_resumes_when_republished(
 
         # the operator fixes the chunk and asks again: only what is missing is fetched
         put(topics.bundle_chunk(bundle_id, 2), chunks[2])
-        put(topics.device_desired(DEVICE), messages.desired_payload(bundle_id))
+        put(topics.device_desired(DEVICE), desired(keys.key, DEVICE, payload["body"]))
         watcher.wait_for(topics.reported(DEVICE), is_active(bundle_id), 60)
         still_serves(agent, tiny, bundle_id)
     finally:
@@ -146,14 +157,6 @@ def test_malformed_messages_never_stop_the_agent(broker, tiny, running):
     assert agent.proc is not None and agent.proc.poll() is None
 
 
-def _signed_variant(src: Path, dst: Path, keys, version: str, **replace: bytes) -> Path:
-    bundle = open_bundle(src.read_bytes(), TrustStore.from_folder(keys.trust_dir))
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("format", "files")}
-    manifest["version"] = version
-    write_bundle(dst, manifest, {**bundle.files, **replace}, keys.key)
-    return dst
-
-
 def _wait_failed(watcher: Watcher, topics: Topics, bundle_id: str) -> dict:
     return watcher.wait_for(
         topics.reported(DEVICE),
@@ -173,7 +176,7 @@ def _refused_at_self_test(bad: Path, broker, keys, tiny, running, words: str) ->
 
 
 def test_signed_model_that_will_not_load_fails_self_test(tmp_path, broker, keys, tiny, running):
-    bad = _signed_variant(tiny.bundle, tmp_path / "v4.efb", keys, "4",
+    bad = signed_variant(tiny.bundle, tmp_path / "v4.efb", keys, "4",
                           **{"model.tflite": b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64})
     _refused_at_self_test(bad, broker, keys, tiny, running, "could not load the model")
 
@@ -188,15 +191,15 @@ def test_model_that_disagrees_with_its_golden_set_is_not_activated(tmp_path, bro
     arrays = {name: golden[name] for name in golden.files}
     arrays["reference:output_0"] = np.roll(arrays["reference:output_0"], 1, axis=1)
     np.savez(buf, **arrays)
-    bad = _signed_variant(tiny.bundle, tmp_path / "v5.efb", keys, "5", **{"golden.npz": buf.getvalue()})
+    bad = signed_variant(tiny.bundle, tmp_path / "v5.efb", keys, "5", **{"golden.npz": buf.getvalue()})
     _refused_at_self_test(bad, broker, keys, tiny, running, "top-1 agreement")
 
 
-def test_desired_bundle_missing_from_broker_fails_after_the_manifest_timeout(broker, tiny, running):
+def test_desired_bundle_missing_from_broker_fails_after_the_manifest_timeout(broker, keys, tiny, running):
     topics, watcher, agent, v1 = running
     client = connect(broker.address, "test")
     try:
-        client.publish(topics.device_desired(DEVICE), messages.desired_payload("ghost-1-000000000000"), qos=1,
+        client.publish(topics.device_desired(DEVICE), desired(keys.key, DEVICE, GHOST), qos=1,
                        retain=True).wait_for_publish(10)
     finally:
         close(client)

@@ -67,6 +67,20 @@ def test_convert_refuses_to_overwrite_a_bundle_without_force(tmp_path: Path, key
     assert "| `--force` |" in readme  # the convert options table documents it
 
 
+@pytest.mark.parametrize("command", ["convert", "pack"])
+def test_a_version_devices_cannot_order_is_refused_before_any_work(tmp_path: Path, keys: Keys, tiny,
+                                                                  command: str) -> None:
+    out = tmp_path / "o.efb"
+    if command == "convert":
+        result = _convert(tiny.tflite, out, keys, tiny.eval, "--version", "2024-06-a")
+    else:
+        result = CliRunner().invoke(main, ["pack", str(tiny.tflite), "--out", str(out), "--key",
+                                           str(keys.private), "--version", "2024-06-a"])
+    assert result.exit_code == 1, result.output
+    assert "version '2024-06-a' is not a PEP 440 version" in result.output, result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
 def test_the_coral_profile_io_choice_is_named_as_the_profile_s_with_the_way_out(
         tmp_path: Path, keys: Keys, tiny) -> None:
     # a .tflite source goes through ai-edge-quantizer, which makes int8 input/output only; the

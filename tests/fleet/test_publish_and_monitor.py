@@ -15,6 +15,7 @@ from edgefleet.fleet.publish import publish_bundle
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import write_bundle
 from edgefleet.protocol.delivery import parse_transfer_manifest
+from edgefleet.protocol.desired import parse_desired
 from edgefleet.protocol.signing import TrustStore
 from edgefleet.protocol.topics import Topics
 from tests.support import Watcher
@@ -52,8 +53,12 @@ def test_publish_leaves_manifest_chunks_and_desired_retained(broker, prefix, key
                         for i in range(manifest.chunk_count))
         assert data == bundle_file.read_bytes()
         assert all(retained for _, _, retained in late.messages)
-        for topic in (topics.device_desired("d1"), topics.group_desired("g1")):
-            assert messages.parse_desired(late.latest[topic]).bundle_id == result.bundle_id
+        trust = TrustStore.from_folder(trust_dir)
+        for kind, name, topic in (("device", "d1", topics.device_desired("d1")),
+                                  ("group", "g1", topics.group_desired("g1"))):
+            wanted = parse_desired(late.latest[topic], trust, kind, name)
+            assert wanted.bundle_id == result.bundle_id and wanted.signed_by == key.key_id
+            assert not wanted.rollback
     finally:
         late.close()
 

@@ -69,21 +69,6 @@ def test_chunk_size_limits():
         split_chunks(b"abc", 10 * 1024 * 1024)
 
 
-@pytest.mark.parametrize("payload", [b"nope", b"[1]", b'{"schema": "x"}',
-                                     b'{"schema": "edgefleet.desired/1", "bundle_id": 5}',
-                                     b'{"schema": "edgefleet.desired/1", "bundle_id": "a/#"}',
-                                     b'{"schema": "edgefleet.desired/1", "bundle_id": "a", "set_at": "x"}'])
-def test_malformed_desired_state_raises_message_error(payload):
-    with pytest.raises(messages.MessageError):
-        messages.parse_desired(payload)
-
-
-def test_desired_round_trip_and_clear():
-    d = messages.parse_desired(messages.desired_payload("model-1-abc"))
-    assert d.bundle_id == "model-1-abc" and d.set_at > 0
-    assert messages.parse_desired(b"").bundle_id is None
-
-
 @pytest.mark.parametrize("payload", [b"x", b"{}", b'{"inputs": [[1, 2], [3]]}',
                                      b'{"inputs_npy": "!!!"}', b'{"inputs_npy": "aGVsbG8="}',
                                      b'{"inputs": [1], "transaction": {"a": 1}}'])

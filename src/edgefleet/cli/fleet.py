@@ -20,16 +20,21 @@ from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CH
 @click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True,
               type=click.IntRange(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
               help="Bytes per retained chunk (1 KiB to 120 KiB, below every common broker's limit).")
+@click.option("--rollback", is_flag=True,
+              help="Let devices that run a newer version of this model go back to this one "
+                   "(without it they refuse a downgrade).")
 @broker_option
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key: Path,
-            chunk_size: int, broker: str, prefix: str, as_json: bool) -> None:
-    """Put BUNDLE on the broker as retained chunks and set the desired state.
+            chunk_size: int, rollback: bool, broker: str, prefix: str, as_json: bool) -> None:
+    """Put BUNDLE on the broker as retained chunks and set the desired state, signed with
+    the same key as the transfer.
 
     \b
-    Example:
-      edgefleet publish digits-1.efb --group kitchen --broker 127.0.0.1:1883
+    Examples:
+      edgefleet publish digits-2.efb --group kitchen --broker 127.0.0.1:1883
+      edgefleet publish digits-1.efb --group kitchen --rollback --broker 127.0.0.1:1883
     """
     need("device", "paho.mqtt")
     from edgefleet.file_kinds import describe, model_not_bundle
@@ -57,7 +62,7 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
     try:
         if not bar_wanted:
             result = publish_bundle(client, Topics(prefix), bundle, signing_key, devices, groups,
-                                    chunk_size)
+                                    chunk_size, rollback=rollback)
         else:
             from rich.progress import Progress
 
@@ -65,7 +70,8 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
                 task = bar.add_task("publishing chunks", total=None)
                 result = publish_bundle(
                     client, Topics(prefix), bundle, signing_key, devices, groups, chunk_size,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total))
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    rollback=rollback)
     except (BundleError, DeliveryError, PublishError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -77,8 +83,10 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
         emit_json(result.as_dict())
     else:
         targets = [f"device {d}" for d in devices] + [f"group {g}" for g in groups]
+        what = "desired (as a rollback)" if rollback else "desired"
         click.echo(f"published {result.bundle_id}: {result.bundle_bytes} bytes in {result.chunks} "
-                   f"chunk(s) in {result.seconds:.2f} s; desired for {', '.join(targets) or 'nobody'}")
+                   f"chunk(s) in {result.seconds:.2f} s, signed by key {result.signed_by}; "
+                   f"{what} for {', '.join(targets) or 'nobody'}")
 
 
 @click.command()

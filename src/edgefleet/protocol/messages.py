@@ -10,7 +10,6 @@ import functools
 import io
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,7 @@ import pybase64
 from numpy.lib import format as npy_format
 
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
-from edgefleet.protocol.topics import check_id
 
-DESIRED = "edgefleet.desired/1"
 REPORTED = "edgefleet.reported/1"
 TELEMETRY = "edgefleet.telemetry/2"
 STATUS_ONLINE, STATUS_OFFLINE, STATUS_STOPPED = "online", "offline", "stopped"
@@ -71,39 +68,6 @@ def status_payload(state: str, stamped: bool = True) -> bytes:
     """`{"state", "ts"}`; the last will is not STAMPED: the broker sends it later, when it
     notices the device has gone, so any time in it would be the connect time."""
     return dumps({"state": state, "ts": time.time()} if stamped else {"state": state})
-
-
-def desired_payload(bundle_id: str, set_by: str = "edgefleet publish") -> bytes:
-    return dumps({"schema": DESIRED, "bundle_id": check_id("bundle", bundle_id),
-                  "set_at": time.time(), "set_by": set_by})
-
-
-@dataclass(frozen=True)
-class Desired:
-    """What an operator asked for. `set_at` tells a re-issued request from the old one."""
-
-    bundle_id: str | None
-    set_at: float = 0.0
-
-
-def parse_desired(payload: bytes) -> Desired:
-    """The bundle a desired-state message asks for; bundle_id None when it was cleared."""
-    if not payload:
-        return Desired(None)
-    obj = _json_object(payload, "desired state")
-    if obj.get("schema") != DESIRED:
-        raise MessageError(f"desired state schema {obj.get('schema')!r} is not {DESIRED!r}")
-    bundle_id, set_at = obj.get("bundle_id"), obj.get("set_at", 0.0)
-    if isinstance(set_at, bool) or not isinstance(set_at, (int, float)) or not math.isfinite(set_at):
-        raise MessageError("desired set_at must be a finite number (seconds since 1970)")
-    if bundle_id is None:
-        return Desired(None, float(set_at))
-    if not isinstance(bundle_id, str):
-        raise MessageError("desired bundle_id must be a string or null")
-    try:
-        return Desired(check_id("bundle", bundle_id), float(set_at))
-    except ValueError as exc:
-        raise MessageError(str(exc)) from None
 
 
 def encode_array(array: np.ndarray) -> str:

@@ -82,6 +82,19 @@ class DeliverySettings:
     manifest_timeout_s: float = 120.0  # no manifest on the broker by then: the install fails
 
 
+ON_REVOKED = ("report", "deactivate")
+
+
+@dataclass
+class TrustSettings:
+    # the active bundle's key is revoked in trust_dir/revoked.txt: keep serving and report it
+    # (every reported and telemetry message names the key), or stop serving it
+    on_revoked: str = "report"  # report | deactivate
+    # development only: take bundles, manifests and desired states made with --unsigned;
+    # every reported and telemetry message then says so
+    allow_unsigned: bool = False
+
+
 @dataclass
 class BoardSettings:
     profile: str = ""  # a board profile name (edgefleet inspect --profiles); "": detected
@@ -103,6 +116,7 @@ class AgentConfig:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     board: BoardSettings = field(default_factory=BoardSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
     @property
     def topics(self) -> Topics:
@@ -110,7 +124,8 @@ class AgentConfig:
 
 
 _SECTIONS = {"mqtt": MqttSettings, "runtime": RuntimeSettings, "serve": ServeSettings,
-             "telemetry": TelemetrySettings, "delivery": DeliverySettings, "board": BoardSettings}
+             "telemetry": TelemetrySettings, "delivery": DeliverySettings, "board": BoardSettings,
+             "trust": TrustSettings}
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -217,6 +232,8 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
     if cfg.board.profile and cfg.board.profile not in list_profiles():
         raise ConfigError(f"{source} [board] profile: {cfg.board.profile!r} is not a board profile; "
                           f"choose one of {list_profiles()} or leave it out to detect the board")
+    if cfg.trust.on_revoked not in ON_REVOKED:
+        raise ConfigError(f"{source} [trust] on_revoked: choose one of {list(ON_REVOKED)}")
     if cfg.telemetry.interval_s <= 0:
         raise ConfigError(f"{source} [telemetry] interval_s must be above 0")
     if cfg.delivery.window < 1:

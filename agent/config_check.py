@@ -80,15 +80,20 @@ def _trust(cfg: AgentConfig) -> list[Problem]:
     if not folder.is_dir():
         return [Problem("error", "trust_dir", f"{folder} is a file; give the folder of the .pub keys")]
     try:
-        keys = TrustStore.from_folder(folder).keys
+        store = TrustStore.from_folder(folder)
     except SignatureError as exc:
         return [Problem("error", "trust_dir", f"{exc}; remove it or put the publisher's .pub file instead")]
     except OSError as exc:
         return [Problem("error", "trust_dir", f"cannot read {folder}: {exc}")]
-    if not keys:
-        return [Problem("warning", "trust_dir", f"{folder} holds no .pub key: every bundle will be "
-                        "refused until you copy the publisher's key into it (no restart needed)")]
-    return []
+    problems = []
+    if cfg.trust.allow_unsigned:
+        problems.append(Problem("warning", "trust", "allow_unsigned = true takes unsigned bundles: a "
+                                "development setting, never for a board in the field"))
+    if not set(store.keys) - set(store.revoked):
+        problems.append(Problem("warning", "trust_dir", f"{folder} holds no trusted .pub key: every bundle "
+                                "will be refused until you add the publisher's key (edgefleet keys trust; "
+                                "no restart needed)"))
+    return problems
 
 
 def _state(cfg: AgentConfig) -> list[Problem]:

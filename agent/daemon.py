@@ -37,7 +37,7 @@ from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import Bundle
 from edgefleet.protocol.delivery import TransferManifest
 from edgefleet.protocol.desired import Desired
-from edgefleet.protocol.signing import TrustStore
+from edgefleet.protocol.signing import SignatureError, TrustStore
 from edgefleet.runtime import RuntimeLoadError, find_runtime
 
 log = logging.getLogger("edgefleet.agent")
@@ -66,7 +66,8 @@ class Agent:
             raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
         self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
         placement = Placement(config.runtime, board_profiles(config.board, self.board))
-        self.installer = Installer(self.store, self._trust, placement, self.clock.wall)
+        self.installer = Installer(self.store, self._trust, placement, self.clock.wall,
+                                   config.trust.on_revoked)
         self.system = SystemSampler()
         response_topic = self.topics.response(self.device_id, "infer")
         self.inference = InferenceService(lambda body: self.link.publish(response_topic, body),
@@ -112,6 +113,9 @@ class Agent:
         if not self.cfg.trust_dir.is_dir():
             log.warning("trust_dir %s does not exist: every bundle will be refused until it holds "
                         "the publisher's .pub key", self.cfg.trust_dir)
+        if self.cfg.trust.allow_unsigned:
+            log.warning("[trust] allow_unsigned = true: unsigned bundles and desired states are "
+                        "taken (a development setting; every reported and telemetry message says so)")
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
@@ -142,9 +146,11 @@ class Agent:
                     self.power.sample()
                     if self.clock.monotonic() >= next_telemetry:
                         next_telemetry = self.clock.monotonic() + self.cfg.telemetry.interval_s
+                        self._check_revoked()  # the trust folder may have changed
                         self.link.publish(self.topics.telemetry(self.device_id),
                                           telemetry(self.device_id, self.cfg.telemetry.interval_s,
-                                                    self.serving, self.system, self.power))
+                                                    self.serving, self.system, self.power,
+                                                    self.cfg.trust.allow_unsigned))
                 except Exception as exc:  # the daemon outlives any one bad event
                     log.exception("error while handling %s", event and event[:2])
                     token = self.fetch.token
@@ -182,6 +188,7 @@ class Agent:
         if serving is not None:
             self.inference.activate(serving)
             log.info("serving %s from disk", serving.bundle_id)
+            self._check_revoked()  # a key revoked while the agent was stopped
 
     # events
     def _handle(self, event: tuple[Any, ...]) -> None:
@@ -279,7 +286,8 @@ class Agent:
             return
         self.inference.activate(serving)  # one reference swap: requests in flight keep the old model
         self.reporter.last_error = None
-        log.info("bundle %s active (self-test %s)", bundle_id, serving.selftest.summary())
+        log.info("bundle %s active (signed by key %s, self-test %s)", bundle_id, serving.bundle.signed_by,
+                 serving.selftest.summary())
         self.reporter.set_install(bundle_id, "active", progress=1.0, force=True)
 
     def _stage(self, bundle_id: str, stage: str) -> None:
@@ -295,6 +303,33 @@ class Agent:
         self.reporter.record_error(bundle_id, stage, reason, publish=False)
         self.reporter.set_install(bundle_id, "failed", stage=stage, reason=reason, force=True)
 
+    def _check_revoked(self) -> None:
+        """Report, and by [trust] on_revoked stop serving, an active bundle whose key was
+        revoked after it was installed."""
+        s = self.serving
+        if s is None:
+            return
+        try:
+            revoked = self._trust().revoked.get(s.bundle.signed_by)
+        except SignatureError as exc:  # an unreadable revocation list: said, nothing changed
+            self.reporter.record_error(s.bundle_id, "trust", str(exc))
+            return
+        if revoked == s.revoked:
+            return
+        s.revoked = revoked
+        if revoked is None:
+            self.reporter.report(force=True)
+            return
+        reason = f"the active bundle {s.bundle_id} is signed by key {s.bundle.signed_by}, which is revoked " \
+                 f"({revoked})"
+        if self.cfg.trust.on_revoked == "deactivate":
+            fallback, problems = self.installer.fall_back()
+            self.inference.activate(fallback)
+            now = f"now serving {fallback.bundle_id}" if fallback else "no model serves now"
+            why = "; ".join(f"{p.bundle_id}: {p.reason}" for p in problems)
+            reason += f"; deactivated ([trust] on_revoked): {now}" + (f" ({why})" if why else "")
+        self.reporter.record_error(s.bundle_id, "trust", reason)
+
     def _manifest_refusal(self, m: TransferManifest) -> str | None:
         """Why the signed manifest M must not be fetched: it is not the bundle the desired
         state names, or not for this device's accelerators."""
@@ -307,7 +342,7 @@ class Agent:
     # helpers
     def _trust(self) -> TrustStore:
         # read on every use, so keys added to or removed from the folder apply at once
-        return TrustStore.from_folder(self.cfg.trust_dir)
+        return TrustStore.from_folder(self.cfg.trust_dir, self.cfg.trust.allow_unsigned)
 
     def _status(self) -> str:
         """systemd's STATUS= line, which `systemctl status edgefleet-agent` shows."""
@@ -326,4 +361,5 @@ class Agent:
         board = {"board": self.board.model, "profile": self.cfg.board.profile or self.board.profile,
                  "detected": self.board.as_dict(), "power_source": self.power.label}
         return Context(self.serving, want.bundle_id, self.desired_source, previous,
-                       {"version": __version__, **board, "local_api": self.local_api_address})
+                       {"version": __version__, **board, "local_api": self.local_api_address,
+                        "allow_unsigned": self.cfg.trust.allow_unsigned}, want.signed_by or None)

@@ -51,7 +51,8 @@ class InferenceService:
         self._queued = 0  # MQTT requests handed to the pool and not answered yet
         self._recent_s = UNKNOWN  # a moving average of the time an MQTT answer takes
 
-    def activate(self, serving: ServingModel) -> None:
+    def activate(self, serving: ServingModel | None) -> None:
+        """SERVING answers from now on (None: no model serves)."""
         self.serving = serving
         self._recent_s = UNKNOWN  # the pool until the new model shows its speed
         heap.give_back()  # the install's buffers and the model it replaced are garbage now

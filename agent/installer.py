@@ -41,6 +41,7 @@ class ServingModel:
     activated_at: float
     selftest: SelfTestResult
     stats: ModelStats = field(default_factory=ModelStats)  # this activation's own figures
+    revoked: str | None = None  # why the key that signed it is revoked, if it is
 
     @cached_property  # read on every request
     def class_outputs(self) -> list[str]:
@@ -53,8 +54,9 @@ class ServingModel:
         return [first.name] if len(first.sample_shape) == 1 and first.sample_shape[0] >= 2 else []
 
     def info(self) -> dict[str, Any]:
-        return {"bundle_id": self.bundle_id, "name": self.bundle.name,
-                "version": self.bundle.version, "activated_at": self.activated_at}
+        return {"bundle_id": self.bundle_id, "name": self.bundle.name, "version": self.bundle.version,
+                "activated_at": self.activated_at, "signed_by": self.bundle.signed_by,
+                "revoked": self.revoked}
 
     def runtime_info(self) -> dict[str, Any]:
         """Engine, API and version: what serves this model (the API as measured, see engines.py)."""
@@ -71,8 +73,11 @@ class StartupProblem:
 
 class Installer:
     def __init__(self, store: Store, trust: Callable[[], TrustStore], placement: Placement,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, on_revoked: str = "report"):
+        """ON_REVOKED: what a stored bundle whose key was revoked since gets: "report" (it
+        serves, reported) or "deactivate" (it does not serve; kept on disk)."""
         self.store, self._trust, self.placement, self._clock = store, trust, placement, clock
+        self.on_revoked = on_revoked
 
     def load(self, bundle_id: str, bundle: Bundle) -> ServingModel:
         """Load on the first accelerator of the placement's plan that takes it (refused:
@@ -131,18 +136,30 @@ class Installer:
         A stored bundle that is damaged is removed, so that publishing it again downloads
         a good copy.
         """
+        return self._first_usable(("active", "previous"))
+
+    def fall_back(self) -> tuple[ServingModel | None, list[StartupProblem]]:
+        """The previous bundle instead of the active one (whose key was revoked), if it checks out."""
+        return self._first_usable(("previous",))
+
+    def _first_usable(self, keys: tuple[str, ...]) -> tuple[ServingModel | None, list[StartupProblem]]:
         problems: list[StartupProblem] = []
         record = self.store.active_record()
-        for key in ("active", "previous"):
+        for key in keys:
             bundle_id = record.get(key)
             data = self.store.installed(bundle_id) if isinstance(bundle_id, str) else None
             if bundle_id is None or data is None:
                 continue
             try:
-                bundle = open_bundle(data, self._trust())
+                bundle, revoked = self._open_stored(data)
             except (BundleError, SignatureError) as exc:
                 self.store.remove_bundle(bundle_id)
                 problems.append(StartupProblem(bundle_id, f"stored bundle unusable, removed: {exc}"))
+                continue
+            if revoked and self.on_revoked == "deactivate":
+                problems.append(StartupProblem(bundle_id, f"not served: signed by key {bundle.signed_by}, "
+                                               f"which is revoked ({revoked}); [trust] on_revoked = "
+                                               "\"deactivate\""))
                 continue
             try:
                 serving = self.load(bundle_id, bundle)
@@ -160,6 +177,13 @@ class Installer:
             return serving, problems
         return None, problems
 
+    def _open_stored(self, data: bytes) -> tuple[Bundle, str | None]:
+        """A stored bundle checked completely, and why its key is revoked if it is: a key
+        revoked after the install does not make the bundle damaged."""
+        trust = self._trust()
+        bundle = open_bundle(data, trust.without_revocations())
+        return bundle, trust.revoked.get(bundle.signed_by)
+
     def stored_bundle(self, bundle_id: str) -> tuple[bytes, Bundle] | None:
         """An installed copy of BUNDLE_ID that still checks out (a rollback needs no download);
         a damaged copy is removed so that the good one on the broker is fetched."""
@@ -167,11 +191,14 @@ class Installer:
         if data is None:
             return None
         try:
-            return data, open_bundle(data, self._trust())
+            bundle, revoked = self._open_stored(data)
         except (BundleError, SignatureError) as exc:
             log.warning("stored copy of %s is unusable (%s); downloading it again", bundle_id, exc)
             self.store.remove_bundle(bundle_id)
             return None
+        if revoked:  # installing it again from the broker is refused at verify, with the reason
+            return None
+        return data, bundle
 
     def _drop(self, bundle_id: str) -> None:
         active = self.store.active_record().get("active")

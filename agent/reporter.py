@@ -33,6 +33,7 @@ class Context:
     desired_source: str | None
     previous: str | None
     agent: dict[str, Any]
+    desired_signed_by: str | None = None
 
 
 class Reporter:
@@ -92,13 +93,14 @@ class Reporter:
         return messages.dumps({
             "schema": messages.REPORTED, "device_id": self.device_id, "ts": self._wall(),
             "state": self.state(serving), "active": active, "install": self.install,
-            "desired": {"bundle_id": ctx.desired_bundle_id, "source": ctx.desired_source},
+            "desired": {"bundle_id": ctx.desired_bundle_id, "source": ctx.desired_source,
+                        "signed_by": ctx.desired_signed_by},
             "previous": ctx.previous, "last_error": self.last_error, "agent": ctx.agent,
         })
 
 
-def telemetry(device_id: str, interval_s: float, serving: ServingModel | None,
-              system: SystemSampler, power: PowerTelemetry | None = None) -> bytes:
+def telemetry(device_id: str, interval_s: float, serving: ServingModel | None, system: SystemSampler,
+              power: PowerTelemetry | None = None, allow_unsigned: bool = False) -> bytes:
     """Telemetry of the model that serves now; its figures start at its activation."""
     model = runtime = delegate = None
     stats = serving.stats if serving else ModelStats()
@@ -118,4 +120,5 @@ def telemetry(device_id: str, interval_s: float, serving: ServingModel | None,
         on_accelerator = delegate is not None and delegate.get("active") not in (None, "cpu")
         energy = power.window(inference["count_interval"], stats.interval_invoke_s if on_accelerator else 0.0)
         sample.update(power.board_state())
-    return telemetry_payload(device_id, interval_s, model, runtime, delegate, inference, sample, energy)
+    return telemetry_payload(device_id, interval_s, model, runtime, delegate, inference, sample, energy,
+                             allow_unsigned)

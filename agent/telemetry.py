@@ -115,9 +115,10 @@ class SystemSampler:
 def telemetry_payload(device_id: str, interval_s: float, model: dict[str, Any] | None,
                       runtime: dict[str, Any] | None, delegate: dict[str, Any] | None,
                       inference: dict[str, Any], system: dict[str, Any],
-                      power: dict[str, Any] | None = None) -> bytes:
+                      power: dict[str, Any] | None = None, allow_unsigned: bool = False) -> bytes:
     return messages.dumps({
         "schema": messages.TELEMETRY, "device_id": device_id, "ts": time.time(),
         "interval_s": interval_s, "model": model, "runtime": runtime, "delegate": delegate,
         "inference": inference, "system": system, "power": power,
+        "trust": {"allow_unsigned": allow_unsigned},
     })

@@ -35,7 +35,7 @@ from edgefleet.protocol.bundle import (
     read_manifest_unverified,
     write_bundle,
 )
-from edgefleet.protocol.signing import SigningKey
+from edgefleet.protocol.signing import Signer
 from edgefleet.runtime import TFLiteModel
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class Artifacts:
     model_path: Path
     calib_path: Path
     out_path: Path
-    key: SigningKey
+    key: Signer
     say: Callable[[str], None]
     timings: dict[str, float]
     memory: StepPeaks

@@ -33,7 +33,7 @@ from edgefleet.converter.quantization.tasks import check_task
 from edgefleet.converter.targets.profile import Target, resolve_target
 from edgefleet.converter.tflite_edit import compact
 from edgefleet.converter.variants import VariantResult, VariantSpec, check_prefer, measure, parse_variants
-from edgefleet.protocol.signing import SignatureError, SigningKey
+from edgefleet.protocol.signing import SignatureError, load_signer
 from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
 DEBUGGER_SAMPLES = 64
@@ -79,7 +79,7 @@ def convert(
     model_path: str | Path,
     calib_path: str | Path,
     out_path: str | Path,
-    key_path: str | Path,
+    key_path: str | Path | None,
     *,
     progress: Say | None = None,
     on_progress: ProgressFn | None = None,
@@ -97,12 +97,13 @@ def convert(
         if unknown:
             raise TypeError(f"convert() got unknown options {sorted(unknown)}")
         opts = ConvertOptions(**{**opts.__dict__, **overrides})
-    return _Conversion(Path(model_path), Path(calib_path), Path(out_path), Path(key_path), opts,
+    return _Conversion(Path(model_path), Path(calib_path), Path(out_path),
+                       None if key_path is None else Path(key_path), opts,
                        progress or (lambda _m: None), on_progress).run()
 
 
 class _Conversion(Artifacts):
-    def __init__(self, model_path: Path, calib_path: Path, out_path: Path, key_path: Path,
+    def __init__(self, model_path: Path, calib_path: Path, out_path: Path, key_path: Path | None,
                  opts: ConvertOptions, say: Say, on_progress: ProgressFn | None):
         self.model_path, self.calib_path, self.out_path = model_path, calib_path, out_path
         self.opts, self.say, self.on_progress = opts, say, on_progress
@@ -116,7 +117,7 @@ class _Conversion(Artifacts):
         if opts.keep_float_layers not in (None, "auto"):
             raise ConversionError(f"--keep-float-layers takes 'auto' (got {opts.keep_float_layers!r})")
         try:
-            self.key = SigningKey.load(key_path)
+            self.key = load_signer(key_path)  # None: --unsigned
         except SignatureError as exc:
             raise ConversionError(str(exc)) from None
         self.target: Target = resolve_target(opts.target)

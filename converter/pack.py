@@ -34,7 +34,7 @@ from edgefleet.protocol.bundle import (
     read_manifest_unverified,
     write_bundle,
 )
-from edgefleet.protocol.signing import SignatureError, SigningKey
+from edgefleet.protocol.signing import SignatureError, load_signer
 from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 from edgefleet.tensors import Arrays, InputError, TensorSpec, named_inputs
 from edgefleet.tflite_graph import Graph
@@ -73,7 +73,7 @@ def stored_mode(graph: Graph) -> str:
     return "float32"
 
 
-def pack(model_path: str | Path, out_path: str | Path, key_path: str | Path, *,
+def pack(model_path: str | Path, out_path: str | Path, key_path: str | Path | None, *,
          data_path: str | Path | None = None, name: str | None = None, version: str = "1",
          target: str | None = None, force: bool = False, progress: Say | None = None) -> PackResult:
     """Bundle MODEL_PATH unchanged at OUT_PATH, signed with the key at KEY_PATH (an existing
@@ -89,7 +89,7 @@ def pack(model_path: str | Path, out_path: str | Path, key_path: str | Path, *,
     if out_path.is_dir():
         raise ConversionError(f"output {out_path} is a directory; give a file name such as m.efb")
     try:
-        key = SigningKey.load(key_path)
+        key = load_signer(key_path)  # None: --unsigned
     except SignatureError as exc:
         raise ConversionError(str(exc)) from None
     board = resolve_target(target)

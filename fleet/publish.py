@@ -17,7 +17,7 @@ from edgefleet.protocol.bundle import check_contents, sha256_hex
 from edgefleet.protocol.delivery import bundle_id_for, sign_transfer_manifest, split_chunks
 from edgefleet.protocol.desired import BundleRef, desired_payload
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE
-from edgefleet.protocol.signing import SigningKey
+from edgefleet.protocol.signing import Signer
 from edgefleet.protocol.topics import Topics, check_id
 
 QOS = 1
@@ -60,7 +60,7 @@ def publish_bundle(
     client: mqtt.Client,
     topics: Topics,
     bundle_path: str | Path,
-    key: SigningKey,
+    key: Signer,
     devices: Sequence[str] = (),
     groups: Sequence[str] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,

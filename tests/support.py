@@ -50,16 +50,17 @@ def desired(key: SigningKey, device: str, bundle: BundleRef | PublishResult | di
     return desired_payload(key, "device", device, bundle, **options)
 
 
-def signed_variant(src: Path, dst: Path, keys: Keys, version: str, **replace: bytes) -> Path:
-    """SRC as another version (and with the files in REPLACE), signed again: a second valid
-    bundle of the same model without running TensorFlow."""
+def signed_variant(src: Path, dst: Path, keys: Keys, version: str, signer: Any = None,
+                   **replace: bytes) -> Path:
+    """SRC as another version (and with the files in REPLACE), signed again (by SIGNER, else
+    the test key): a second valid bundle of the same model without running TensorFlow."""
     from edgefleet.protocol.bundle import open_bundle, write_bundle
     from edgefleet.protocol.signing import TrustStore
 
     bundle = open_bundle(src.read_bytes(), TrustStore.from_folder(keys.trust_dir))
     manifest = {k: v for k, v in bundle.manifest.items() if k not in ("format", "files")}
     manifest["version"] = version
-    write_bundle(dst, manifest, {**bundle.files, **replace}, keys.key)
+    write_bundle(dst, manifest, {**bundle.files, **replace}, signer or keys.key)
     return dst
 
 

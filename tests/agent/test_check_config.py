@@ -82,7 +82,7 @@ def test_bad_config_fails_and_says_what_to_fix(tmp_path, monkeypatch, change, ke
 def test_missing_trust_folder_and_damaged_key_are_errors_an_empty_one_a_warning(tmp_path):
     path = _config(tmp_path, keys=False)
     result = _check(path)
-    assert result.exit_code == 0 and "holds no .pub key" in result.output  # keys may come later
+    assert result.exit_code == 0 and "holds no trusted .pub key" in result.output  # keys may come later
     (tmp_path / "trusted" / "bad.pub").write_text("not a key")
     result = _check(path)
     assert result.exit_code == 1 and "is not an Ed25519 PEM public key" in result.output

@@ -28,6 +28,8 @@ def test_example_config_in_docs_parses(tmp_path):
     ({"state_dir": "x", "trust_dir": "y"}, "'device_id' is required"),
     ({**BASE, "colour": "red"}, "unknown key(s) ['colour']"),
     ({**BASE, "telemetry": {"interval_s": 0}}, "interval_s must be above 0"),
+    ({**BASE, "trust": {"on_revoked": "ignore"}}, "[trust] on_revoked: choose one of ['report', 'de"),
+    ({**BASE, "trust": {"allow_unsigned": "yes"}}, "[trust].allow_unsigned: expected bool"),
 ])
 def test_bad_config_names_the_key(data, words):
     with pytest.raises(ConfigError) as exc:

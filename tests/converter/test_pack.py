@@ -16,7 +16,7 @@ from edgefleet.converter.errors import ConversionError
 from edgefleet.converter.pack import GENERATED_WARNING, pack, stored_mode
 from edgefleet.converter.sources import load_model_source
 from edgefleet.converter.tflite_edit import read_model, write_model
-from edgefleet.protocol.bundle import open_bundle
+from edgefleet.protocol.bundle import BundleError, open_bundle
 from edgefleet.protocol.signing import TrustStore
 from edgefleet.runtime import TFLiteModel
 from edgefleet.tflite_graph import read_graph
@@ -93,3 +93,13 @@ def test_convert_sends_a_quantised_tflite_to_pack(tiny):
     with pytest.raises(ConversionError, match="edgefleet pack"):
         load_model_source(tiny.tflite)
     assert stored_mode(read_graph(tiny.tflite.read_bytes())) == "int8"
+
+
+def test_pack_unsigned_makes_a_bundle_only_an_agent_allowing_unsigned_takes(tiny, keys, tmp_path):
+    out = tmp_path / "u.efb"
+    result = CliRunner().invoke(main, ["pack", str(tiny.tflite), "--out", str(out), "--unsigned", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(BundleError, match=r"unsigned .*allow_unsigned = true"):
+        open_bundle(out.read_bytes(), TrustStore.from_folder(keys.trust_dir))
+    bundle = open_bundle(out.read_bytes(), TrustStore.from_folder(keys.trust_dir, allow_unsigned=True))
+    assert bundle.signed_by == "unsigned"

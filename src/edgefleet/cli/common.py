@@ -23,6 +23,9 @@ def bundle_options(command: F) -> F:
     options = [
         click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
                      show_default=True, help="Private signing key (edgefleet keys generate)."),
+        click.option("--unsigned", is_flag=True,
+                     help="No signature, for development: agents take it only with [trust] "
+                          "allow_unsigned = true."),
         click.option("--name", help="Model name in the manifest (default: the model file's stem)."),
         click.option("--version", "version", default="1", show_default=True, help="Model version."),
         click.option("--target", help=f"Board profile ({', '.join(list_profiles())}); default: the "

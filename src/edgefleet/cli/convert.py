@@ -64,7 +64,7 @@ from edgefleet.cli.common import bundle_options, emit_json, need, unwritable
 @click.option("--quiet", is_flag=True, help="No step messages or progress bars.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (refused without it).")
 def convert(model: Path, calib: Path, eval_path: Path | None, train_path: Path | None, out: Path,
-            key: Path, name: str | None, version: str, target: str | None, mode: str | None,
+            key: Path, unsigned: bool, name: str | None, version: str, target: str | None, mode: str | None,
             variants: str | None, pick: str | None, io_dtype: str | None, calibration_samples: int,
             max_accuracy_drop: str | None, min_snr_db: float, task: str | None, prefer: str,
             keep_float_layers: str | None, prune_sparsity: float,
@@ -107,7 +107,7 @@ def convert(model: Path, calib: Path, eval_path: Path | None, train_path: Path |
 
         try:
             result = run_convert(
-                model, calib, out, key, progress=bars.step if show else warnings_only,
+                model, calib, out, None if unsigned else key, progress=bars.step if show else warnings_only,
                 on_progress=bars.update if show else None, eval_path=eval_path,
                 train_path=train_path, name=name, version=version, target=target, mode=mode,
                 variants=variants, pick=pick, io_dtype=io_dtype,

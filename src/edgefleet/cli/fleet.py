@@ -16,7 +16,10 @@ from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CH
 @click.option("--device", "devices", multiple=True, help="Device id to run it (repeatable).")
 @click.option("--group", "groups", multiple=True, help="Group to run it (repeatable).")
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_KEY),
-              show_default=True, help="Private key that signs the transfer manifest.")
+              show_default=True, help="Private key that signs the transfer manifest and desired states.")
+@click.option("--unsigned", is_flag=True,
+              help="No signatures, for development: agents take them only with [trust] "
+                   "allow_unsigned = true.")
 @click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True,
               type=click.IntRange(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
               help="Bytes per retained chunk (1 KiB to 120 KiB, below every common broker's limit).")
@@ -27,7 +30,7 @@ from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CH
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key: Path,
-            chunk_size: int, rollback: bool, broker: str, prefix: str, as_json: bool) -> None:
+            chunk_size: int, unsigned: bool, rollback: bool, broker: str, prefix: str, as_json: bool) -> None:
     """Put BUNDLE on the broker as retained chunks and set the desired state, signed with
     the same key as the transfer.
 
@@ -42,7 +45,7 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
     from edgefleet.fleet.publish import PublishError, publish_bundle
     from edgefleet.protocol.bundle import BundleError
     from edgefleet.protocol.delivery import DeliveryError
-    from edgefleet.protocol.signing import SignatureError, SigningKey
+    from edgefleet.protocol.signing import SignatureError, load_signer
     from edgefleet.protocol.topics import Topics
 
     wrong = model_not_bundle(bundle)
@@ -52,7 +55,7 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
         click.echo("note: no --device or --group given; the bundle is stored on the broker "
                    "but no device is told to run it", err=True)
     try:
-        signing_key = SigningKey.load(key)
+        signing_key = load_signer(None if unsigned else key)
         client = connect(broker, "publish")
     except (SignatureError, BrokerError) as exc:
         raise click.ClickException(str(exc)) from None

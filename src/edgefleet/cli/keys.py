@@ -1,4 +1,4 @@
-"""`edgefleet keys`: Ed25519 signing keys for bundles."""
+"""`edgefleet keys`: Ed25519 signing keys and the trust folders agents check them against."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def keys() -> None:
     Examples:
       edgefleet keys generate --dir keys
       edgefleet keys list /etc/edgefleet/trusted
+      edgefleet keys trust ci.pub --dir /etc/edgefleet/trusted
+      edgefleet keys revoke 5d0c6a1e8b2f4d37 --dir /etc/edgefleet/trusted --reason "laptop lost"
     """
 
 
@@ -61,28 +63,99 @@ def keys_generate(folder: Path, name: str, as_json: bool) -> None:
                    f"key id      {kid}\nCopy {public} into the trust_dir of every agent.")
 
 
+def _trust_folder(folder: Path) -> None:
+    if not folder.is_dir():  # TrustStore reads a missing folder as an empty one
+        raise click.ClickException(f"{folder} does not exist; give the folder that holds the .pub keys "
+                                   "(an agent's trust_dir, or the --dir of edgefleet keys generate)")
+
+
 @keys.command("list")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("keys"))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def keys_list(folder: Path, as_json: bool) -> None:
-    """The public keys in FOLDER (an agent's trust folder, for example) and their ids.
+    """The public keys in FOLDER (an agent's trust folder, for example), their ids and whether
+    FOLDER/revoked.txt revokes them.
 
     \b
     Example:
       edgefleet keys list /etc/edgefleet/trusted
     """
     need("device", "nacl")
-    from edgefleet.protocol.signing import SignatureError, TrustStore
+    from edgefleet.protocol.signing import SignatureError, TrustStore, key_files
 
-    if not folder.is_dir():  # TrustStore reads a missing folder as an empty one
-        raise click.ClickException(f"{folder} does not exist; give the folder that holds the .pub keys "
-                                   "(an agent's trust_dir, or the --dir of edgefleet keys generate)")
+    _trust_folder(folder)
     try:
-        store = TrustStore.from_folder(folder)
+        store, files = TrustStore.from_folder(folder), key_files(folder)
     except SignatureError as exc:
         raise click.ClickException(str(exc)) from None
-    ids = sorted(store.keys)
+    rows = [{"key_id": kid, "file": str(files.get(kid, "")) or None, "revoked": store.revoked.get(kid)}
+            for kid in sorted(set(store.keys) | set(store.revoked))]
     if as_json:
-        emit_json({"folder": str(folder), "key_ids": ids})
+        accepted = sorted(set(store.keys) - set(store.revoked))
+        emit_json({"folder": str(folder), "key_ids": accepted, "keys": rows})
+    elif not rows:
+        click.echo(f"no public keys in {folder}")
     else:
-        click.echo("\n".join(ids) if ids else f"no public keys in {folder}")
+        for row in rows:
+            state = f"revoked: {row['revoked']}" if row["revoked"] else "trusted"
+            click.echo(f"{row['key_id']}  {state:<10}  {row['file'] or '(no .pub file)'}")
+
+
+@keys.command("trust")
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The trust folder (an agent's trust_dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def keys_trust(public_key: Path, folder: Path, as_json: bool) -> None:
+    """Add PUBLIC_KEY (a .pub file) to a trust folder, as <key id>.pub. Agents read the folder
+    on every check: no restart.
+
+    \b
+    Example:
+      edgefleet keys trust ci-signing.pub --dir /etc/edgefleet/trusted
+    """
+    need("device", "nacl")
+    from edgefleet.protocol.signing import SignatureError, trust_key
+
+    try:
+        kid, path, added = trust_key(public_key, folder)
+    except (SignatureError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write into {folder}: {exc.strerror or exc}") from None
+    if as_json:
+        emit_json({"key_id": kid, "file": str(path), "added": added})
+    else:
+        click.echo(f"key {kid} {'trusted' if added else 'was trusted already'}: {path}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The trust folder (an agent's trust_dir).")
+@click.option("--reason", default="revoked by the operator", show_default=True,
+              help="Why: shown wherever the key's signatures are refused.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def keys_revoke(key_id: str, folder: Path, reason: str, as_json: bool) -> None:
+    """Revoke KEY_ID in a trust folder (listed in its revoked.txt; its .pub stays, for the
+    record). Agents refuse its signatures at once and report an active bundle it signed.
+
+    \b
+    Example:
+      edgefleet keys revoke 5d0c6a1e8b2f4d37 --dir /etc/edgefleet/trusted --reason "laptop lost"
+    """
+    need("device", "nacl")
+    from edgefleet.protocol.signing import SignatureError, revoke_key
+
+    _trust_folder(folder)
+    try:
+        path, added = revoke_key(folder, key_id, reason)
+    except (SignatureError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {folder}: {exc.strerror or exc}") from None
+    if as_json:
+        emit_json({"key_id": key_id, "revocation_list": str(path), "added": added, "reason": reason})
+    else:
+        click.echo(f"key {key_id} {'revoked' if added else 'was revoked already'} in {path}; copy it "
+                   "to every agent's trust_dir that should refuse the key")

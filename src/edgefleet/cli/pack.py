@@ -21,8 +21,8 @@ from edgefleet.cli.common import bundle_options, emit_json, need
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (refused without it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No step messages.")
-def pack(model: Path, out: Path, data_path: Path | None, key: Path, name: str | None, version: str,
-         target: str | None, force: bool, as_json: bool, quiet: bool) -> None:
+def pack(model: Path, out: Path, data_path: Path | None, key: Path, unsigned: bool, name: str | None,
+         version: str, target: str | None, force: bool, as_json: bool, quiet: bool) -> None:
     """Bundle MODEL (.tflite) unchanged, byte for byte, with a golden self-test set.
 
     For models that are ready as they are: quantised already, float16 or sparse
@@ -44,8 +44,8 @@ def pack(model: Path, out: Path, data_path: Path | None, key: Path, name: str | 
     with quiet_native_output(expected=(click.ClickException,)) as to_stderr:
         say = None if quiet or as_json else (lambda message: to_stderr(f"  {message}"))
         try:
-            result = run_pack(model, out, key, data_path=data_path, name=name, version=version,
-                              target=target, force=force, progress=say)
+            result = run_pack(model, out, None if unsigned else key, data_path=data_path, name=name,
+                              version=version, target=target, force=force, progress=say)
         except ConversionError as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefleet.protocol.signing import SignatureError, SigningKey, TrustStore
+from edgefleet.protocol.signing import SignatureError, Signer, TrustStore
 
 FORMAT = "edgefleet.bundle/1"
 MANIFEST = "manifest.json"
@@ -62,7 +62,7 @@ class Bundle:
 
 
 def write_bundle(
-    path: str | Path, manifest: dict[str, Any], files: dict[str, bytes], key: SigningKey
+    path: str | Path, manifest: dict[str, Any], files: dict[str, bytes], key: Signer
 ) -> bytes:
     """Write a signed bundle to PATH and return its bytes.
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
-from edgefleet.protocol.signing import SignatureError, SigningKey, TrustStore, canonical_json
+from edgefleet.protocol.signing import SignatureError, Signer, TrustStore, canonical_json
 
 FORMAT = "edgefleet.transfer/1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -67,7 +67,7 @@ def split_chunks(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[byte
 
 
 def build_transfer_manifest(
-    data: bytes, name: str, version: str, key: SigningKey, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    data: bytes, name: str, version: str, key: Signer, chunk_size: int = DEFAULT_CHUNK_SIZE,
     target: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The signed manifest payload and the chunks, ready to publish."""
@@ -79,7 +79,7 @@ def build_transfer_manifest(
 
 def sign_transfer_manifest(
     bundle_sha256: str, bundle_size: int, chunk_size: int, chunk_sha256: list[str], name: str, version: str,
-    key: SigningKey, target: dict[str, str] | None = None,
+    key: Signer, target: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The signed manifest payload of a bundle hashed already (the publisher hashes its chunks
     while they go out)."""

@@ -22,7 +22,7 @@ from packaging.version import InvalidVersion, Version
 
 from edgefleet.protocol.delivery import bundle_id_for
 from edgefleet.protocol.messages import MessageError, dumps
-from edgefleet.protocol.signing import SignatureError, SigningKey, TrustStore, canonical_json
+from edgefleet.protocol.signing import SignatureError, Signer, TrustStore, canonical_json
 from edgefleet.protocol.topics import check_id
 
 SCHEMA = "edgefleet.desired/2"
@@ -60,7 +60,7 @@ class Desired:
         return self.bundle.bundle_id if self.bundle else None
 
 
-def desired_payload(key: SigningKey, kind: str, target: str, bundle: BundleRef | None,
+def desired_payload(key: Signer, kind: str, target: str, bundle: BundleRef | None,
                     rollback: bool = False, set_by: str = "edgefleet publish",
                     set_at: float | None = None) -> bytes:
     """The signed desired state of one device or group (KIND "device" or "group")."""

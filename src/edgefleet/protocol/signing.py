@@ -1,4 +1,5 @@
-"""Ed25519 keys, signatures and the agent's trust store (a folder of public keys).
+"""Ed25519 keys, signatures and the agent's trust store (a folder of public keys and the
+list of revoked key ids, `revoked.txt`).
 
 The signatures come from PyNaCl (libsodium). Key files are the PEM forms that OpenSSL and
 `cryptography` write for Ed25519 (PKCS#8 private keys, SubjectPublicKeyInfo public keys,
@@ -15,6 +16,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ from nacl.signing import VerifyKey
 
 PRIVATE_SUFFIX = ".key"
 PUBLIC_SUFFIX = ".pub"
+REVOKED_FILE = "revoked.txt"  # one line per revoked key: "<key id> <reason>"; '#' starts a comment
+UNSIGNED_ID = "unsigned"
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 # DER before the 32 key bytes (RFC 8410, section 10): PKCS#8 v1 holding the seed, and
 # SubjectPublicKeyInfo, both with the id-Ed25519 algorithm (1.3.101.112)
 _PRIVATE_DER = bytes.fromhex("302e020100300506032b657004220420")
@@ -92,6 +97,51 @@ class SigningKey:
         return cls(_NaclSigningKey(seed))
 
 
+class Unsigned:
+    """Stands in for a signing key where the operator asked for no signature (`--unsigned`):
+    agents take what it "signs" only with `[trust] allow_unsigned = true`."""
+
+    key_id = UNSIGNED_ID
+
+    def sign(self, data: bytes) -> dict[str, str]:
+        return {"alg": "none"}
+
+
+UNSIGNED = Unsigned()
+Signer = SigningKey | Unsigned
+
+
+def load_signer(path: str | os.PathLike[str] | None) -> Signer:
+    """The private key at PATH; None: no signature (--unsigned)."""
+    return UNSIGNED if path is None else SigningKey.load(path)
+
+
+def check_key_id(value: str) -> str:
+    if not _KEY_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a key id (16 lowercase hex digits, as edgefleet keys list shows)")
+    return value
+
+
+def read_revoked(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """The revoked key ids in FOLDER/revoked.txt and the reason given for each."""
+    path = Path(folder) / REVOKED_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:  # fail closed: an unreadable list trusts nothing
+        raise SignatureError(f"the revocation list {path} cannot be read: {exc}") from None
+    revoked = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            kid, _, reason = line.partition(" ")
+            if not _KEY_ID.fullmatch(kid):
+                raise SignatureError(f"{path} line {number}: {kid!r} is not a key id (16 hex digits)")
+            revoked[kid] = reason.strip() or "no reason given"
+    return revoked
+
+
 def generate_keypair(folder: str | os.PathLike[str], name: str = "signing") -> tuple[Path, Path]:
     """Write NAME.key (private, mode 0600) and NAME.pub into FOLDER; never overwrite."""
     folder = Path(folder)
@@ -108,31 +158,86 @@ def generate_keypair(folder: str | os.PathLike[str], name: str = "signing") -> t
     return private_path, public_path
 
 
-class TrustStore:
-    """Public keys the agent accepts signatures from: every *.pub file in one folder."""
+def _public_key(path: Path) -> VerifyKey:
+    try:
+        return VerifyKey(_pem_key(path.read_bytes(), _PUBLIC_DER))
+    except ValueError as exc:
+        raise SignatureError(f"{path} is not an Ed25519 PEM public key: {exc}") from None
 
-    def __init__(self, keys: dict[str, VerifyKey]):
-        self.keys = keys
+
+def key_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """The .pub files in FOLDER by key id."""
+    return {key_id(_public_key(p)): p for p in sorted(Path(folder).glob(f"*{PUBLIC_SUFFIX}"))}
+
+
+def trust_key(public_key: str | os.PathLike[str], folder: str | os.PathLike[str]) -> tuple[str, Path, bool]:
+    """Copy PUBLIC_KEY into FOLDER as <key id>.pub; (key id, file, whether it was added)."""
+    folder = Path(folder)
+    kid = key_id(_public_key(Path(public_key)))
+    if kid in read_revoked(folder):
+        raise SignatureError(f"key {kid} is revoked in {folder / REVOKED_FILE}; remove its line there to "
+                             "trust it again")
+    present = key_files(folder).get(kid) if folder.is_dir() else None
+    if present is not None:
+        return kid, present, False
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{kid}{PUBLIC_SUFFIX}"
+    target.write_bytes(Path(public_key).read_bytes())
+    return kid, target, True
+
+
+def revoke_key(folder: str | os.PathLike[str], kid: str, reason: str) -> tuple[Path, bool]:
+    """List KID in FOLDER/revoked.txt with REASON; (the list, whether it was added)."""
+    check_key_id(kid)
+    path = Path(folder) / REVOKED_FILE
+    if kid in read_revoked(folder):
+        return path, False
+    reason = " ".join(reason.replace("#", " ").split()) or "no reason given"  # one line, no comment
+    text = path.read_text(encoding="utf-8") if path.exists() else \
+        "# key ids whose signatures agents refuse: <key id> <reason>\n"
+    tmp = path.with_name(f".{REVOKED_FILE}.tmp")  # whole or not at all: agents read it at any time
+    tmp.write_text(text + ("" if text.endswith("\n") else "\n") + f"{kid} {reason}\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path, True
+
+
+class TrustStore:
+    """Public keys the agent accepts signatures from: every *.pub file in one folder, less
+    the key ids its revoked.txt lists. ALLOW_UNSIGNED (a development setting) takes what
+    carries no signature, as signed by "unsigned"."""
+
+    def __init__(self, keys: dict[str, VerifyKey], revoked: dict[str, str] | None = None,
+                 allow_unsigned: bool = False):
+        self.keys, self.revoked, self.allow_unsigned = keys, revoked or {}, allow_unsigned
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike[str]) -> TrustStore:
+    def from_folder(cls, folder: str | os.PathLike[str], allow_unsigned: bool = False) -> TrustStore:
         folder = Path(folder)
         keys: dict[str, VerifyKey] = {}
         if folder.is_dir():
             for path in sorted(folder.glob(f"*{PUBLIC_SUFFIX}")):
-                try:
-                    key = VerifyKey(_pem_key(path.read_bytes(), _PUBLIC_DER))
-                except ValueError as exc:
-                    raise SignatureError(
-                        f"trusted key {path} is not an Ed25519 PEM public key: {exc}") from None
+                key = _public_key(path)
                 keys[key_id(key)] = key
-        return cls(keys)
+        return cls(keys, read_revoked(folder), allow_unsigned)
+
+    def without_revocations(self) -> TrustStore:
+        """The same keys with none revoked: to check a stored bundle whose key was revoked after
+        it was installed, and report that rather than call it damaged."""
+        return TrustStore(self.keys, {}, self.allow_unsigned)
 
     def verify(self, data: bytes, signature: Any) -> str:
         """Return the key id that signed DATA, or raise SignatureError saying why not."""
+        if signature == {"alg": "none"}:
+            if self.allow_unsigned:
+                return UNSIGNED_ID
+            raise SignatureError("it is unsigned (made with --unsigned); agents take unsigned bundles "
+                                 "only with [trust] allow_unsigned = true, a development setting")
         if not isinstance(signature, dict) or signature.get("alg") != "ed25519":
             raise SignatureError("signature is missing or not an ed25519 signature object")
         kid = signature.get("key_id")
+        if isinstance(kid, str) and kid in self.revoked:
+            raise SignatureError(f"signed by key {kid}, which is revoked ({self.revoked[kid]}) in the "
+                                 f"trust folder's {REVOKED_FILE}")
         key = self.keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise SignatureError(

@@ -80,6 +80,10 @@ class DeliverySettings:
     chunk_timeout_s: float = 15.0  # re-subscribe a chunk that has not arrived by then
     max_bad_chunks: int = 3  # a chunk failing its hash this often fails the install
     manifest_timeout_s: float = 120.0  # no manifest on the broker by then: the install fails
+    # bundles beyond these are refused at the manifest, before any chunk is fetched
+    max_bundle_mib: float = 1024.0
+    max_chunks: int = 65536
+    keep_previous: int = 1  # installed bundles kept on disk besides the active one (rollback)
 
 
 ON_REVOKED = ("report", "deactivate")
@@ -204,6 +208,10 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
         (math.isfinite(cfg.delivery.manifest_timeout_s) and cfg.delivery.manifest_timeout_s > 0,
          "[delivery] manifest_timeout_s must be above 0"),
         (cfg.delivery.max_bad_chunks >= 1, "[delivery] max_bad_chunks must be at least 1"),
+        (math.isfinite(cfg.delivery.max_bundle_mib) and cfg.delivery.max_bundle_mib > 0,
+         "[delivery] max_bundle_mib must be above 0"),
+        (cfg.delivery.max_chunks >= 1, "[delivery] max_chunks must be at least 1"),
+        (cfg.delivery.keep_previous >= 0, "[delivery] keep_previous must be 0 or more"),
         (cfg.serve.mqtt_max_pending >= 1, "[serve] mqtt_max_pending must be at least 1"),
         (cfg.serve.max_inflight_bytes >= MAX_INFER_REQUEST_BYTES,
          f"[serve] max_inflight_mib must hold one request of the largest size "

@@ -61,7 +61,7 @@ class Agent:
         self.cfg, self.topics, self.device_id = config, config.topics, config.device_id
         self.clock = clock or Clock()
         try:
-            self.store = Store(config.state_dir, lock=True)
+            self.store = Store(config.state_dir, lock=True, keep_previous=config.delivery.keep_previous)
         except OSError as exc:
             raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
         self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
@@ -80,7 +80,7 @@ class Agent:
                                  lambda body: self.link.publish(self.topics.reported(self.device_id), body,
                                                                 retain=True),
                                  self._context, self.clock.monotonic, self.clock.wall)
-        self.ordering = Ordering(self.store, self._trust, self.device_id)
+        self.ordering = Ordering(self.store, self._trust, self.device_id, self.installer.previous_ref)
         self.desired: dict[str, Desired] = {}  # by source: "device", "group:<name>"
         self.desired_source: str | None = None
         limits = tx.Limits(config.delivery.window, config.delivery.chunk_timeout_s,
@@ -331,8 +331,16 @@ class Agent:
         self.reporter.record_error(s.bundle_id, "trust", reason)
 
     def _manifest_refusal(self, m: TransferManifest) -> str | None:
-        """Why the signed manifest M must not be fetched: it is not the bundle the desired
-        state names, or not for this device's accelerators."""
+        """Why the signed manifest M must not be fetched: it is larger than this device takes,
+        not the bundle the desired state names, or not for this device's accelerators."""
+        d = self.cfg.delivery
+        if m.bundle_size > d.max_bundle_mib * 2**20:
+            return (f"the bundle is {m.bundle_size:,} bytes, over this device's [delivery] max_bundle_mib "
+                    f"({d.max_bundle_mib:g} MiB): refused before any chunk was fetched")
+        if m.chunk_count > d.max_chunks:
+            return (f"the bundle comes in {m.chunk_count:,} chunks, over this device's [delivery] max_chunks "
+                    f"({d.max_chunks:,}): refused before any chunk was fetched; publish it with a larger "
+                    "--chunk-size")
         want = self._effective_desired()[0].bundle
         if want and (m.name, m.version, m.bundle_sha256) != (want.name, want.version, want.sha256):
             return (f"the manifest is for {m.name} {m.version} ({m.bundle_sha256[:12]}), the desired "

@@ -19,8 +19,9 @@ from edgefleet.agent.placement import Placement
 from edgefleet.agent.selftest import SelfTestResult, run_selftest
 from edgefleet.agent.store import Store
 from edgefleet.agent.telemetry import ModelStats
-from edgefleet.protocol.bundle import Bundle, BundleError, open_bundle, sha256_hex
+from edgefleet.protocol.bundle import Bundle, BundleError, check_contents, open_bundle, sha256_hex
 from edgefleet.protocol.delivery import bundle_id_for
+from edgefleet.protocol.desired import BundleRef
 from edgefleet.protocol.signing import SignatureError, TrustStore
 from edgefleet.runtime import RuntimeLoadError, TFLiteModel
 
@@ -136,19 +137,19 @@ class Installer:
         A stored bundle that is damaged is removed, so that publishing it again downloads
         a good copy.
         """
-        return self._first_usable(("active", "previous"))
+        return self._first_usable(self.store.history())
 
     def fall_back(self) -> tuple[ServingModel | None, list[StartupProblem]]:
-        """The previous bundle instead of the active one (whose key was revoked), if it checks out."""
-        return self._first_usable(("previous",))
+        """A bundle installed before the active one (whose key was revoked), the newest that
+        checks out."""
+        return self._first_usable(self.store.history()[1:])
 
-    def _first_usable(self, keys: tuple[str, ...]) -> tuple[ServingModel | None, list[StartupProblem]]:
+    def _first_usable(self, bundle_ids: list[str]) -> tuple[ServingModel | None, list[StartupProblem]]:
         problems: list[StartupProblem] = []
-        record = self.store.active_record()
-        for key in keys:
-            bundle_id = record.get(key)
-            data = self.store.installed(bundle_id) if isinstance(bundle_id, str) else None
-            if bundle_id is None or data is None:
+        active = self.store.active_record().get("active")
+        for bundle_id in bundle_ids:
+            data = self.store.installed(bundle_id)
+            if data is None:
                 continue
             try:
                 bundle, revoked = self._open_stored(data)
@@ -169,7 +170,7 @@ class Installer:
             if not serving.selftest.passed:
                 problems.append(StartupProblem(bundle_id, f"self-test failed: {serving.selftest.reason}"))
                 continue
-            if key == "previous":
+            if bundle_id != active:
                 try:
                     self.store.fall_back_to(bundle_id)
                 except OSError as exc:
@@ -183,6 +184,18 @@ class Installer:
         trust = self._trust()
         bundle = open_bundle(data, trust.without_revocations())
         return bundle, trust.revoked.get(bundle.signed_by)
+
+    def previous_ref(self) -> BundleRef | None:
+        """The bundle installed before the active one, if it is still on disk and opens."""
+        history = self.store.history()
+        data = self.store.installed(history[1]) if len(history) > 1 else None
+        if data is None:
+            return None
+        try:
+            bundle = check_contents(data)  # its signature is checked when it is installed again
+        except BundleError:
+            return None
+        return BundleRef(bundle.name, bundle.version, sha256_hex(data))
 
     def stored_bundle(self, bundle_id: str) -> tuple[bytes, Bundle] | None:
         """An installed copy of BUNDLE_ID that still checks out (a rollback needs no download);

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from edgefleet.agent.store import Store
-from edgefleet.protocol.desired import Desired, downgrade, parse_desired
+from edgefleet.protocol.desired import BundleRef, Desired, downgrade, parse_desired
 from edgefleet.protocol.messages import MessageError
 from edgefleet.protocol.signing import TrustStore
 
@@ -27,9 +28,13 @@ def _when(t: float) -> str:
 
 
 class Ordering:
-    def __init__(self, store: Store, trust: Callable[[], TrustStore], device_id: str):
-        self.store, self._trust, self.device_id = store, trust, device_id
-        self.record: dict[str, Any] = store.desired_record()  # source -> set_at of the newest accepted
+    def __init__(self, store: Store, trust: Callable[[], TrustStore], device_id: str,
+                 previous: Callable[[], BundleRef | None]):
+        """PREVIOUS: the bundle this device ran before the active one, if it keeps it."""
+        self.store, self._trust, self.device_id, self._previous = store, trust, device_id, previous
+        # source -> {"set_at" of the newest accepted, "resolved": the bundle a rollback to the
+        # previous one came to mean here, so that the same message delivered again means the same}
+        self.record: dict[str, Any] = store.desired_record()
 
     def _parse(self, source: str, payload: bytes) -> Desired:
         kind, target = ("device", self.device_id) if source == "device" else ("group", source[len("group:"):])
@@ -39,7 +44,9 @@ class Ordering:
         """The desired state PAYLOAD, from SOURCE ("device" or "group:<name>"), once checked
         and recorded; MessageError when it is malformed, unsigned or a replay."""
         desired = self._parse(source, payload)
-        last = self.record.get(source)
+        entry = self.record.get(source)
+        entry = entry if isinstance(entry, dict) else {}
+        last = entry.get("set_at")
         if not payload:  # the retained message was cleared: the last one accepted still orders the next
             return desired
         if isinstance(last, (int, float)) and desired.set_at < last:
@@ -47,8 +54,18 @@ class Ordering:
                 f"set at {_when(desired.set_at)}, before the desired state accepted from this topic "
                 f"({_when(last)}): an old desired state put back, refused as a replay (if it is new, "
                 "the clock of the machine that published it is behind: set it right and publish again)")
-        if desired.set_at != last:
-            self.record[source] = desired.set_at
+        resolved = None
+        if desired.previous:
+            known = entry.get("resolved") if desired.set_at == last else None
+            ref = BundleRef(**known) if isinstance(known, dict) else self._previous()
+            if ref is None:
+                raise MessageError("a rollback to the previous bundle, but this device keeps none (it has "
+                                   "run one bundle only, or [delivery] keep_previous = 0): publish the "
+                                   "bundle to go back to with --rollback")
+            desired, resolved = replace(desired, bundle=ref), asdict(ref)
+        new = {"set_at": desired.set_at, "resolved": resolved}
+        if new != entry:
+            self.record[source] = new
             try:
                 self.store.save_desired_record(self.record)
             except OSError as exc:  # held in memory: still refused until the agent restarts

@@ -7,7 +7,7 @@ power cut leaves either the old file or the new one, never half of one.
     <state_dir>/downloads/<bundle_id>/bundle.part    the bundle, chunk by chunk (agent/partial.py)
     <state_dir>/downloads/<bundle_id>/chunks.have    which chunks bundle.part holds
     <state_dir>/bundles/<bundle_id>.efb              installed, verified bundles
-    <state_dir>/active.json                          {"active", "previous", "activated_at", "set_at"}
+    <state_dir>/active.json                          {"active", "previous", "history", "set_at", ...}
     <state_dir>/desired.json                         set_at of the newest desired state by source
     <state_dir>/lock                                 held by the running agent (its pid)
 """
@@ -29,10 +29,12 @@ from edgefleet.protocol.topics import check_id
 
 
 class Store:
-    def __init__(self, root: str | Path, lock: bool = False):
+    def __init__(self, root: str | Path, lock: bool = False, keep_previous: int = 1):
         """LOCK: hold `<state_dir>/lock` while this Store lives, so that a second agent given
-        the same state_dir stops at start-up (OSError) instead of both writing into it."""
+        the same state_dir stops at start-up (OSError) instead of both writing into it.
+        KEEP_PREVIOUS: installed bundles kept besides the active one, newest first (rollback)."""
         self.root = Path(root)
+        self.keep_previous = keep_previous
         self.downloads = self.root / "downloads"
         self.bundles = self.root / "bundles"
         self._lock_fd: int | None = None
@@ -118,23 +120,32 @@ class Store:
         except (OSError, ValueError):
             return {}
 
-    def set_active(self, bundle_id: str, set_at: float = 0.0) -> dict[str, Any]:
-        """SET_AT: when the desired state that asked for BUNDLE_ID was set (ordering.py)."""
-        old = self.active_record()
-        # re-activating the active bundle keeps the one before it as the rollback target
-        previous = old.get("previous") if old.get("active") == bundle_id else old.get("active")
-        record = {"active": bundle_id, "previous": previous, "activated_at": time.time(), "set_at": set_at}
+    def history(self) -> list[str]:
+        """The installed bundles, the active one first, then the ones before it, newest first."""
+        record = self.active_record()
+        listed = record.get("history") or [record.get("active"), record.get("previous")]  # older records
+        return [h for h in listed if isinstance(h, str)]
+
+    def _record(self, history: list[str], set_at: Any) -> dict[str, Any]:
+        history = list(dict.fromkeys(history))[: 1 + self.keep_previous]
+        record = {"active": history[0], "previous": history[1] if len(history) > 1 else None,
+                  "history": history, "activated_at": time.time(), "set_at": set_at}
         atomic_write(self.root / "active.json", json.dumps(record).encode())
-        self._prune(keep={bundle_id, record["previous"]})
+        self._prune(keep=set(history))
         return record
 
+    def set_active(self, bundle_id: str, set_at: float = 0.0) -> dict[str, Any]:
+        """SET_AT: when the desired state that asked for BUNDLE_ID was set (ordering.py).
+        Re-activating the active bundle keeps the ones before it as they were."""
+        return self._record([bundle_id, *self.history()], set_at)
+
     def fall_back_to(self, bundle_id: str) -> None:
-        """The active bundle is unusable: BUNDLE_ID (the previous one) becomes active, with
-        no rollback target left (the broken one is not one)."""
+        """The active bundle is unusable (or its key revoked): BUNDLE_ID, one before it,
+        becomes active; the ones between are no rollback target."""
+        history = self.history()
+        older = history[history.index(bundle_id) + 1:] if bundle_id in history else []
         # the desired state behind the broken one still orders what may come next (ordering.py)
-        set_at = self.active_record().get("set_at", 0.0)
-        record = {"active": bundle_id, "previous": None, "activated_at": time.time(), "set_at": set_at}
-        atomic_write(self.root / "active.json", json.dumps(record).encode())
+        self._record([bundle_id, *older], self.active_record().get("set_at", 0.0))
 
     # the desired states accepted (agent/ordering.py)
     def desired_record(self) -> dict[str, Any]:
@@ -147,8 +158,8 @@ class Store:
     def save_desired_record(self, record: dict[str, Any]) -> None:
         atomic_write(self.root / "desired.json", json.dumps(record).encode())
 
-    def _prune(self, keep: set[str | None]) -> None:
-        """Keep the active bundle and the one before it, for rollback; drop older ones."""
+    def _prune(self, keep: set[str]) -> None:
+        """Keep the bundles of the history, for rollback; drop the others."""
         for path in self.bundles.glob("*.efb"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)

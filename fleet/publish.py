@@ -48,7 +48,7 @@ class PublishResult:
         return dict(self.__dict__)
 
 
-def _wait(info: mqtt.MQTTMessageInfo, what: str) -> None:
+def wait_published(info: mqtt.MQTTMessageInfo, what: str) -> None:
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         raise PublishError(f"could not queue {what}: {mqtt.error_string(info.rc)}")
     info.wait_for_publish(PUBLISH_TIMEOUT_S)
@@ -110,10 +110,10 @@ def publish_bundle(
     infos = [client.publish(topics.bundle_chunk(bundle_id, i), chunk, qos=QOS, retain=True)
              for i, chunk in enumerate(chunks)]
     for info, what in first:
-        _wait(info, what)
+        wait_published(info, what)
     for i, info in enumerate(infos):
         try:
-            _wait(info, f"chunk {i}")
+            wait_published(info, f"chunk {i}")
         except PublishError as exc:
             named = ", ".join([*devices, *(f"group {g}" for g in groups)])
             wait = f"; {named} now want it and wait for its chunks" if named else ""

@@ -84,6 +84,21 @@ def test_store_keeps_active_and_previous_only(tmp_path):
     assert store.active_record()["previous"] == "b"
 
 
+def test_store_keeps_as_many_previous_bundles_as_configured(tmp_path):
+    store = Store(tmp_path, keep_previous=3)
+    for name in ("a", "b", "c", "d", "e"):
+        store.install(name, name.encode())
+        store.set_active(name)
+    assert store.history() == ["e", "d", "c", "b"]
+    assert store.installed("a") is None and all(store.installed(n) for n in "bcde")
+    store.set_active("c")  # a rollback to c: it comes first, the others stay in order
+    assert store.history() == ["c", "e", "d", "b"]
+    store.fall_back_to("d")  # c and e unusable: d becomes active, b stays behind it
+    assert store.history() == ["d", "b"] and store.active_record()["previous"] == "b"
+    assert sorted(p.stem for p in store.bundles.glob("*.efb")) == ["b", "d"]
+    assert Store(tmp_path, keep_previous=0).set_active("d")["history"] == ["d"]
+
+
 @pytest.mark.parametrize("data, words", [
     ({**BASE, "mqtt": {"port": 70000}}, "port must be 1..65535"),
     ({**BASE, "mqtt": {"keepalive": -1}}, "keepalive must be 0"),
@@ -91,6 +106,9 @@ def test_store_keeps_active_and_previous_only(tmp_path):
     ({**BASE, "telemetry": {"interval_s": float("nan")}}, "interval_s"),
     ({**BASE, "serve": {"http": "127.0.0.1:99999"}}, "port 0..65535"),
     ({**BASE, "delivery": {"max_bad_chunks": 0}}, "max_bad_chunks must be at least 1"),
+    ({**BASE, "delivery": {"max_bundle_mib": 0}}, "max_bundle_mib must be above 0"),
+    ({**BASE, "delivery": {"max_chunks": 0}}, "max_chunks must be at least 1"),
+    ({**BASE, "delivery": {"keep_previous": -1}}, "keep_previous must be 0 or more"),
     ({**BASE, "serve": {"max_inflight_mib": 4}}, "max_inflight_mib must hold one request"),
     ({**BASE, "serve": {"max_inflight_mib": float("inf")}}, "max_inflight_mib must hold one request"),
 ])

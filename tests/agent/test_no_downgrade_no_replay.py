@@ -114,7 +114,7 @@ def _sha(path) -> str:
 
 def _ordering(tmp_path, keys) -> tuple[Store, Ordering]:
     store = Store(tmp_path)
-    return store, Ordering(store, lambda: TrustStore.from_folder(keys.trust_dir), "pi")
+    return store, Ordering(store, lambda: TrustStore.from_folder(keys.trust_dir), "pi", lambda: None)
 
 
 V1, V2 = BundleRef("m", "1", "1" * 64), BundleRef("m", "2", "2" * 64)

@@ -119,3 +119,14 @@ def test_bundle_versions_must_be_pep440():
     assert check_version("1.2rc1") == "1.2rc1"
     with pytest.raises(ValueError, match="not a PEP 440 version"):
         check_version("2024-06-a")
+
+
+def test_a_rollback_to_the_previous_bundle_names_no_bundle_and_must_say_rollback(keys, trust):
+    d = parse_desired(desired_payload(keys.key, "group", "g", "previous", rollback=True), trust, "group", "g")
+    assert d.previous and d.rollback and d.bundle is None
+    with pytest.raises(ValueError, match="'previous' with rollback"):
+        desired_payload(keys.key, "group", "g", "previous")
+    rollback = desired_payload(keys.key, "group", "g", "previous", rollback=True)
+    forged = _resigned(keys, rollback, rollback=False)
+    with pytest.raises(MessageError, match="rollback must be true"):
+        parse_desired(forged, trust, "group", "g")

@@ -17,7 +17,8 @@ __all__ = ["emit_json", "main", "need"]
 COMMANDS = {"keys": ("keys", "keys"), "convert": ("convert", "convert"), "distill": ("convert", "distill"),
             "inspect": ("inspect", "inspect"), "publish": ("fleet", "publish"), "infer": ("fleet", "infer"),
             "pack": ("pack", "pack"), "agent": ("agent", "agent"), "monitor": ("fleet", "monitor"),
-            "demo": ("demo", "demo")}
+            "demo": ("demo", "demo"), "rollback": ("desired", "rollback"), "desired": ("desired", "desired"),
+            "gc": ("desired", "gc")}
 
 
 class _LazyGroup(click.Group):

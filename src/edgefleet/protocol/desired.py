@@ -27,6 +27,7 @@ from edgefleet.protocol.topics import check_id
 
 SCHEMA = "edgefleet.desired/2"
 KINDS = ("device", "group")
+PREVIOUS = "previous"  # `"bundle": "previous"`: each device goes back to the bundle it ran before
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_TEXT = 256
 
@@ -47,27 +48,34 @@ class BundleRef:
 @dataclass(frozen=True)
 class Desired:
     """What an operator asked for. `set_at` orders desired states and tells a re-issued
-    request from the old one; `bundle` is None when the desired state was cleared."""
+    request from the old one; `bundle` is None when the desired state was cleared, and
+    until the agent has worked out which bundle a PREVIOUS one means on this device."""
 
     bundle: BundleRef | None = None
     set_at: float = 0.0
     rollback: bool = False
     set_by: str = ""
     signed_by: str = ""
+    previous: bool = False  # "go back to the bundle you ran before" (edgefleet rollback)
 
     @property
     def bundle_id(self) -> str | None:
         return self.bundle.bundle_id if self.bundle else None
 
 
-def desired_payload(key: Signer, kind: str, target: str, bundle: BundleRef | None,
+def desired_payload(key: Signer, kind: str, target: str, bundle: BundleRef | str | None,
                     rollback: bool = False, set_by: str = "edgefleet publish",
                     set_at: float | None = None) -> bytes:
-    """The signed desired state of one device or group (KIND "device" or "group")."""
+    """The signed desired state of one device or group (KIND "device" or "group"); BUNDLE
+    PREVIOUS (a rollback) sends each device back to the bundle it ran before."""
     if kind not in KINDS:
         raise ValueError(f"a desired state is for a device or a group, not a {kind!r}")
-    named = None if bundle is None else {"id": check_id("bundle", bundle.bundle_id), "name": bundle.name,
-                                         "version": bundle.version, "sha256": bundle.sha256}
+    if isinstance(bundle, str) and (bundle != PREVIOUS or not rollback):
+        raise ValueError(f"a desired state names a bundle, or {PREVIOUS!r} with rollback")
+    named: Any = bundle
+    if isinstance(bundle, BundleRef):
+        named = {"id": check_id("bundle", bundle.bundle_id), "name": bundle.name,
+                 "version": bundle.version, "sha256": bundle.sha256}
     body: dict[str, Any] = {
         "schema": SCHEMA, "for": {kind: check_id(kind, target)}, "bundle": named,
         "set_at": time.time() if set_at is None else set_at, "set_by": set_by, "rollback": rollback,
@@ -127,8 +135,11 @@ def parse_desired(payload: bytes, trust: TrustStore, kind: str, target: str) -> 
     if not isinstance(rollback, bool):
         raise MessageError("desired state: rollback must be true or false")
     set_by = body.get("set_by", "")
-    return Desired(_bundle(body.get("bundle")), float(set_at), rollback,
-                   set_by if isinstance(set_by, str) else "", signed_by)
+    previous = body.get("bundle") == PREVIOUS
+    if previous and not rollback:
+        raise MessageError(f"desired state: bundle {PREVIOUS!r} is a rollback: rollback must be true")
+    return Desired(None if previous else _bundle(body.get("bundle")), float(set_at), rollback,
+                   set_by if isinstance(set_by, str) else "", signed_by, previous)
 
 
 def downgrade(running: tuple[str, str], wanted: tuple[str, str]) -> str | None:

@@ -9,7 +9,6 @@ on a board that is serving).
 
 from __future__ import annotations
 
-import ctypes.util
 import importlib.util
 import ipaddress
 import os
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefleet.accelerators import DELEGATE
+from edgefleet.accelerators import DELEGATE, library_found
 from edgefleet.agent.config import AgentConfig, ConfigError, load_config
 from edgefleet.agent.local_api import read_token
 from edgefleet.agent.placement import Placement
@@ -165,14 +164,6 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _library_found(library: str) -> bool:
-    """Where the dynamic loader would find LIBRARY: a path that exists, or a name ldconfig knows."""
-    if "/" in library:
-        return Path(library).exists()
-    stem = library.removeprefix("lib").split(".so")[0]
-    return ctypes.util.find_library(stem) is not None
-
-
 def _on(name: str) -> str:
     return "the CPU" if name == "cpu" else name
 
@@ -190,7 +181,7 @@ def _runtime(cfg: AgentConfig) -> list[Problem]:
     except (RuntimeLoadError, ProfileError) as exc:
         return [*problems, Problem("error", "[runtime] delegate", str(exc))]
     for i, accelerator in enumerate(chain):
-        if accelerator.kind != DELEGATE or _library_found(accelerator.library):
+        if accelerator.kind != DELEGATE or library_found(accelerator.library):
             continue
         rest = [a.name for a in chain[i + 1:]]
         last = not rest or (rt.require_accelerator and rest == ["cpu"])

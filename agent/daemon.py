@@ -9,6 +9,7 @@ Threads (docs/architecture.md): one worker, the one that calls `run()`, owns all
 from __future__ import annotations
 
 import logging
+import platform
 import queue
 import signal
 import threading
@@ -17,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgefleet import __version__
+import numpy as np
+
+from edgefleet import __version__, compat
 from edgefleet.agent import transfer as tx
 from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.fetcher import Fetcher, Token
@@ -66,8 +69,9 @@ class Agent:
             raise AgentStartError(f"state_dir {config.state_dir} cannot be used: {exc}") from None
         self.board, self.power = board_setup(config.board)  # detected; sensors or the estimate
         placement = Placement(config.runtime, board_profiles(config.board, self.board))
+        self.runtime_id = ("unknown", "0")  # found in run()
         self.installer = Installer(self.store, self._trust, placement, self.clock.wall,
-                                   config.trust.on_revoked)
+                                   config.trust.on_revoked, self._compat)
         self.system = SystemSampler()
         response_topic = self.topics.response(self.device_id, "infer")
         self.inference = InferenceService(lambda body: self.link.publish(response_topic, body),
@@ -107,7 +111,8 @@ class Agent:
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or stop())."""
         try:
-            find_runtime(self.cfg.runtime.runtime)
+            runtime = find_runtime(self.cfg.runtime.runtime)
+            self.runtime_id = (runtime.name, runtime.version)
         except RuntimeLoadError as exc:
             raise AgentStartError(f"[runtime] runtime = {self.cfg.runtime.runtime!r}: {exc}") from None
         if not self.cfg.trust_dir.is_dir():
@@ -345,7 +350,12 @@ class Agent:
         if want and (m.name, m.version, m.bundle_sha256) != (want.name, want.version, want.sha256):
             return (f"the manifest is for {m.name} {m.version} ({m.bundle_sha256[:12]}), the desired "
                     f"state names {want.name} {want.version} ({want.sha256[:12]})")
-        return self.installer.placement.refusal({"target": m.target})
+        return self._compat(m.requires) or self.installer.placement.refusal({"target": m.target})
+
+    def _compat(self, requires: dict[str, Any]) -> str | None:
+        """Why a bundle that REQUIRES this (edgefleet.compat) cannot run here."""
+        reason = compat.refusal(requires, self.runtime_id, platform.python_version(), np.__version__)
+        return f"not for this device: {reason}" if reason else None
 
     # helpers
     def _trust(self) -> TrustStore:

@@ -19,6 +19,7 @@ from edgefleet.agent.placement import Placement
 from edgefleet.agent.selftest import SelfTestResult, run_selftest
 from edgefleet.agent.store import Store
 from edgefleet.agent.telemetry import ModelStats
+from edgefleet.compat import requires_of
 from edgefleet.protocol.bundle import Bundle, BundleError, check_contents, open_bundle, sha256_hex
 from edgefleet.protocol.delivery import bundle_id_for
 from edgefleet.protocol.desired import BundleRef
@@ -74,11 +75,13 @@ class StartupProblem:
 
 class Installer:
     def __init__(self, store: Store, trust: Callable[[], TrustStore], placement: Placement,
-                 clock: Callable[[], float] = time.time, on_revoked: str = "report"):
+                 clock: Callable[[], float] = time.time, on_revoked: str = "report",
+                 compat: Callable[[dict[str, Any]], str | None] = lambda requires: None):
         """ON_REVOKED: what a stored bundle whose key was revoked since gets: "report" (it
-        serves, reported) or "deactivate" (it does not serve; kept on disk)."""
+        serves, reported) or "deactivate" (it does not serve; kept on disk). COMPAT: why a
+        bundle's `requires` cannot run here (edgefleet.compat), or None."""
         self.store, self._trust, self.placement, self._clock = store, trust, placement, clock
-        self.on_revoked = on_revoked
+        self.on_revoked, self._compat = on_revoked, compat
 
     def load(self, bundle_id: str, bundle: Bundle) -> ServingModel:
         """Load on the first accelerator of the placement's plan that takes it (refused:
@@ -106,6 +109,8 @@ class Installer:
                 raise BundleError(f"bundle content is {expected}, not {bundle_id}")
         except (BundleError, SignatureError) as exc:
             raise InstallFailed("verify", str(exc)) from None
+        if reason := self._compat(requires_of(bundle.manifest)):  # an older publisher did not say
+            raise InstallFailed("verify", reason)
         if stored is None:
             try:
                 if download:

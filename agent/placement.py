@@ -41,7 +41,8 @@ class Placement:
     def refusal(self, manifest: Mapping[str, Any]) -> str | None:
         """Why a bundle with this (transfer or bundle) manifest is refused before it is
         loaded, or None. A manifest that does not say what it targets is never refused here."""
-        return self._refusal(self.plan(manifest))
+        chosen = self.plan(manifest)
+        return self._refusal(chosen) or self._library_refusal(chosen, acc.target_of(manifest)[0])
 
     def _refusal(self, chosen: Plan) -> str | None:
         mismatch = chosen.mismatch
@@ -49,6 +50,20 @@ class Placement:
             return (f"target mismatch: {mismatch}; publish a bundle converted for this board "
                     f"(edgefleet inspect --profiles) or set [runtime] target_mismatch = \"warn\"")
         return None
+
+    def _library_refusal(self, chosen: Plan, target: str | None) -> str | None:
+        """The target's delegate library is not on this device, and nothing else may run the
+        model: the chain holds nothing after it, or require_accelerator is set. (Whether a
+        model was compiled for the Edge TPU alone shows only in its ops, after the download.)"""
+        found = next((a for a in chosen.chain if a.name == target), None)
+        if found is None or found.kind != acc.DELEGATE or acc.library_found(found.library):
+            return None
+        others = [a.name for a in chosen.chain if a is not found]
+        if others and not self.runtime.require_accelerator:
+            return None  # it falls back, reported as such
+        why = "require_accelerator is set" if others else "this device tries nothing else"
+        return (f"the bundle targets {target}, whose delegate library {found.library} is not on this device, "
+                f"and {why}: install the library (or set [runtime] delegate_library to where it is)")
 
     def load(self, model_bytes: bytes, manifest: Mapping[str, Any]) -> TFLiteModel:
         """The model on the first accelerator of the plan that takes it. Raises

@@ -7,6 +7,7 @@ the paths are checked (:func:`check_out_path`) before any work starts.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import edgefleet
+from edgefleet.compat import DEFAULT_REQUIRES, MIN_RUNTIME_VERSIONS
 from edgefleet.converter.errors import ConversionError
 from edgefleet.converter.memory import StepPeaks
 from edgefleet.converter.quantization.float_islands import with_float_islands
@@ -42,8 +44,6 @@ if TYPE_CHECKING:
     from edgefleet.converter.build import ConvertOptions
     from edgefleet.converter.evaluation import Reference
 
-# The oldest runtimes a bundle is known to load in (the agent compares installed versions).
-MIN_RUNTIME_VERSIONS = {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}
 # per-output figures the manifest carries (report.json has them all)
 _MANIFEST_FIGURES = ("snr_db", "cosine", "max_abs_error", "agreement", "top1", "class_scores")
 
@@ -142,6 +142,7 @@ class Artifacts:
             "runtime": {"delegate": self.target.delegate, "delegate_library": self.target.library,
                         "delegate_options": dict(self.target.options),
                         "min_versions": dict(MIN_RUNTIME_VERSIONS)},
+            "requires": copy.deepcopy(DEFAULT_REQUIRES),  # checked by devices before they download it
             "model": {"file": MODEL, "quantization": chosen.spec.mode, "variant": chosen.spec.name,
                       "size_bytes": len(chosen.model_bytes),
                       "inputs": [s.as_dict() for s in model.inputs],

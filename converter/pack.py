@@ -9,6 +9,7 @@ from the input specs, which then test the board's runtime but say nothing of acc
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 
 import edgefleet
-from edgefleet.converter.artifacts import MIN_RUNTIME_VERSIONS, check_out_path, encode_report, report_paths
+from edgefleet.compat import DEFAULT_REQUIRES, MIN_RUNTIME_VERSIONS
+from edgefleet.converter.artifacts import check_out_path, encode_report, report_paths
 from edgefleet.converter.early_checks import check_bundle_version
 from edgefleet.converter.errors import ConversionError
 from edgefleet.converter.golden import build_golden, class_score_outputs, golden_budget
@@ -129,6 +131,7 @@ def pack(model_path: str | Path, out_path: str | Path, key_path: str | Path | No
         "target": {"profile": board.name, "accelerator": board.accelerator},
         "runtime": {"delegate": board.delegate, "delegate_library": board.library,
                     "delegate_options": dict(board.options), "min_versions": dict(MIN_RUNTIME_VERSIONS)},
+        "requires": copy.deepcopy(DEFAULT_REQUIRES),  # checked by devices before they download it
         "model": {"file": MODEL, "quantization": mode, "variant": VARIANT, "size_bytes": len(data),
                   "inputs": [s.as_dict() for s in model.inputs],
                   "outputs": [s.as_dict() for s in model.outputs]},

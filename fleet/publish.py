@@ -12,6 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edgefleet.accelerators import target_of
+from edgefleet.compat import requires_of
 from edgefleet.protocol import messages
 from edgefleet.protocol.bundle import check_contents, sha256_hex
 from edgefleet.protocol.delivery import bundle_id_for, sign_transfer_manifest, split_chunks
@@ -96,7 +97,8 @@ def publish_bundle(
     bundle_id = bundle_id_for(name, version, digest)
     delegate, profile = target_of(bundle.manifest)
     target = {k: v for k, v in (("delegate", delegate), ("profile", profile)) if v}
-    payload = sign_transfer_manifest(digest, len(data), chunk_size, digests, name, version, key, target)
+    payload = sign_transfer_manifest(digest, len(data), chunk_size, digests, name, version, key, target,
+                                     requires_of(bundle.manifest))
     ref, set_at = BundleRef(name, version, digest), time.time()
     desired = {(kind, t): desired_payload(key, kind, t, ref, rollback, set_at=set_at)
                for kind, names in (("device", devices), ("group", groups)) for t in names}

@@ -51,15 +51,15 @@ def desired(key: SigningKey, device: str, bundle: BundleRef | PublishResult | di
 
 
 def signed_variant(src: Path, dst: Path, keys: Keys, version: str, signer: Any = None,
-                   **replace: bytes) -> Path:
-    """SRC as another version (and with the files in REPLACE), signed again (by SIGNER, else
-    the test key): a second valid bundle of the same model without running TensorFlow."""
+                   changes: dict[str, Any] | None = None, **replace: bytes) -> Path:
+    """SRC as another version (with CHANGES to its manifest and the files in REPLACE), signed
+    again (by SIGNER, else the test key): another valid bundle without running TensorFlow."""
     from edgefleet.protocol.bundle import open_bundle, write_bundle
     from edgefleet.protocol.signing import TrustStore
 
     bundle = open_bundle(src.read_bytes(), TrustStore.from_folder(keys.trust_dir))
     manifest = {k: v for k, v in bundle.manifest.items() if k not in ("format", "files")}
-    manifest["version"] = version
+    manifest.update({"version": version, **(changes or {})})
     write_bundle(dst, manifest, {**bundle.files, **replace}, signer or keys.key)
     return dst
 

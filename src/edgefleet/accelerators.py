@@ -16,9 +16,11 @@ Stdlib only: the device side and the CLI read it without a runtime installed.
 
 from __future__ import annotations
 
+import ctypes.util
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # How each accelerator is reached: a TFLite delegate library opened with load_delegate()
@@ -89,6 +91,14 @@ class Plan:
     chain: tuple[Accelerator, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (name, reason)
     mismatch: str | None = None  # set when the bundle targets what the chain lacks
+
+
+def library_found(library: str) -> bool:
+    """Where the dynamic loader would find LIBRARY: a path that exists, or a name ldconfig knows."""
+    if "/" in library:
+        return Path(library).exists()
+    stem = library.removeprefix("lib").split(".so")[0]
+    return ctypes.util.find_library(stem) is not None
 
 
 def check_edgetpu_device(value: str) -> None:

@@ -83,14 +83,17 @@ def test_without_libedgetpu_the_cpu_serves_and_says_why(tmp_path, broker, prefix
 
 
 def test_require_accelerator_refuses_a_model_that_would_run_on_the_cpu(tmp_path, broker, prefix, keys, tiny):
+    """Refused from the transfer manifest, before a chunk is fetched (issue 10, item 5: the
+    delegate library is checked before the download; it was refused at self-test before)."""
     reported, agent, ctx = _run(tmp_path, broker, prefix, keys, tiny, "coral-2",
                                 'delegate = "auto"\nrequire_accelerator = true', "coral-usb", _failed)
     try:
-        assert reported["install"]["stage"] == "self-test"
+        assert reported["install"]["stage"] == "manifest"
         reason = reported["install"]["reason"]
-        assert "require_accelerator" in reason and "libedgetpu.so.1" in reason
+        assert "require_accelerator" in reason and "libedgetpu.so.1 is not on this device" in reason
         assert reported["active"] is None or reported["active"].get("bundle_id") != ctx["bundle_id"]
         assert not (agent.state_dir / "bundles" / f"{ctx['bundle_id']}.efb").exists()
+        assert not list((agent.state_dir / "downloads").glob("*/bundle.part"))
     finally:
         _finish(agent, ctx)
 

@@ -3,6 +3,7 @@ fix, before a unit is enabled; relative paths resolve against the config file's 
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import shutil
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_good_config_passes_and_json_shows_paths_resolved_against_its_folder(tmp
     ({"extra": "[mqtt]\nport = 1\n"}, "file", "not valid TOML"),
 ])
 def test_bad_config_fails_and_says_what_to_fix(tmp_path, monkeypatch, change, key, words):
-    monkeypatch.setattr(config_check.ctypes.util, "find_library", lambda name: None)  # no Edge TPU here
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # no Edge TPU here
     path = _config(tmp_path, **change)
     result = _check(path)
     assert result.exit_code == 1, result.output
@@ -102,7 +103,7 @@ def test_state_dir_that_is_a_file_and_missing_runtime_are_errors(tmp_path, monke
 
 
 def test_warnings_do_not_fail_the_check(tmp_path, monkeypatch):
-    monkeypatch.setattr(config_check.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     token = tmp_path / "token"
     token.write_text("0123456789abcdef0123456789abcdef\n")
     token.chmod(0o644)

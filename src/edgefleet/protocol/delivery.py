@@ -38,6 +38,8 @@ class TransferManifest:
     # what the bundle was converted for ({"profile", "delegate"}), so that a device can refuse
     # a bundle for an accelerator it lacks before downloading it; {} from older publishers
     target: dict[str, str] = field(default_factory=dict)
+    # what it needs of the device (edgefleet.compat), checked before downloading; {} from older publishers
+    requires: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chunk_count(self) -> int:
@@ -68,18 +70,18 @@ def split_chunks(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[byte
 
 def build_transfer_manifest(
     data: bytes, name: str, version: str, key: Signer, chunk_size: int = DEFAULT_CHUNK_SIZE,
-    target: dict[str, str] | None = None,
+    target: dict[str, str] | None = None, requires: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The signed manifest payload and the chunks, ready to publish."""
     chunks = split_chunks(data, chunk_size)
     digests = [hashlib.sha256(c).hexdigest() for c in chunks]
     return sign_transfer_manifest(hashlib.sha256(data).hexdigest(), len(data), chunk_size, digests, name,
-                                  version, key, target), chunks
+                                  version, key, target, requires), chunks
 
 
 def sign_transfer_manifest(
     bundle_sha256: str, bundle_size: int, chunk_size: int, chunk_sha256: list[str], name: str, version: str,
-    key: Signer, target: dict[str, str] | None = None,
+    key: Signer, target: dict[str, str] | None = None, requires: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The signed manifest payload of a bundle hashed already (the publisher hashes its chunks
     while they go out)."""
@@ -94,6 +96,7 @@ def sign_transfer_manifest(
         "version": version,
         "published_at": time.time(),
         **({"target": dict(target)} if target else {}),
+        **({"requires": dict(requires)} if requires else {}),
     }
     return {"body": body, "signature": key.sign(canonical_json(body))}
 
@@ -130,6 +133,9 @@ def parse_transfer_manifest(payload: bytes, trust: TrustStore, expect_id: str) -
         raise DeliveryError(f"transfer format {body.get('format')!r} is not {FORMAT!r}")
     target = body.get("target", {})
     target = {str(k): v for k, v in target.items() if isinstance(v, str)} if isinstance(target, dict) else {}
+    requires = body.get("requires", {})
+    if not isinstance(requires, dict):
+        raise DeliveryError(f"transfer manifest: requires must be an object, not {type(requires).__name__}")
     m = TransferManifest(
         bundle_id=_field(body, "bundle_id", str, "a string"),
         bundle_sha256=_field(body, "bundle_sha256", str, "a string"),
@@ -140,6 +146,7 @@ def parse_transfer_manifest(payload: bytes, trust: TrustStore, expect_id: str) -
         version=_field(body, "version", str, "a string"),
         signed_by=signed_by,
         target=target,
+        requires=requires,
     )
     if m.bundle_id != expect_id:
         raise DeliveryError(f"manifest is for {m.bundle_id!r}, expected {expect_id!r}")

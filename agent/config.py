@@ -86,6 +86,13 @@ class DeliverySettings:
     keep_previous: int = 1  # installed bundles kept on disk besides the active one (rollback)
 
 
+@dataclass
+class SpoolSettings:
+    # telemetry and reported states taken while the broker is away, kept on disk (agent/spool.py)
+    max_mib: float = 16.0  # the oldest go first beyond this; 0: nothing is kept
+    max_age_s: float = 7 * 86400.0  # and beyond this age
+
+
 ON_REVOKED = ("report", "deactivate")
 
 
@@ -121,6 +128,7 @@ class AgentConfig:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     board: BoardSettings = field(default_factory=BoardSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
 
     @property
     def topics(self) -> Topics:
@@ -129,7 +137,7 @@ class AgentConfig:
 
 _SECTIONS = {"mqtt": MqttSettings, "runtime": RuntimeSettings, "serve": ServeSettings,
              "telemetry": TelemetrySettings, "delivery": DeliverySettings, "board": BoardSettings,
-             "trust": TrustSettings}
+             "trust": TrustSettings, "spool": SpoolSettings}
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -212,6 +220,8 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
          "[delivery] max_bundle_mib must be above 0"),
         (cfg.delivery.max_chunks >= 1, "[delivery] max_chunks must be at least 1"),
         (cfg.delivery.keep_previous >= 0, "[delivery] keep_previous must be 0 or more"),
+        (math.isfinite(cfg.spool.max_mib) and cfg.spool.max_mib >= 0, "[spool] max_mib must be 0 or more"),
+        (cfg.spool.max_age_s > 0, "[spool] max_age_s must be above 0"),
         (cfg.serve.mqtt_max_pending >= 1, "[serve] mqtt_max_pending must be at least 1"),
         (cfg.serve.max_inflight_bytes >= MAX_INFER_REQUEST_BYTES,
          f"[serve] max_inflight_mib must hold one request of the largest size "

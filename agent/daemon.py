@@ -22,6 +22,7 @@ import numpy as np
 
 from edgefleet import __version__, compat
 from edgefleet.agent import transfer as tx
+from edgefleet.agent.admission import manifest_refusal
 from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.fetcher import Fetcher, Token
 from edgefleet.agent.inference import InferenceService
@@ -34,6 +35,7 @@ from edgefleet.agent.placement import Placement
 from edgefleet.agent.power import board_profiles, board_setup
 from edgefleet.agent.reporter import Context, Reporter, telemetry
 from edgefleet.agent.sd_notify import Notifier
+from edgefleet.agent.spool import Spool
 from edgefleet.agent.store import Store
 from edgefleet.agent.telemetry import SystemSampler
 from edgefleet.protocol import messages
@@ -80,9 +82,10 @@ class Agent:
         self.link = MqttLink(config.mqtt, self.topics, self.device_id, self._events_put,
                              lambda topic, payload: self.inference.submit(payload),
                              request_topics=[self.request_topic], client_factory=client_factory)
-        self.reporter = Reporter(self.device_id,
-                                 lambda body: self.link.publish(self.topics.reported(self.device_id), body,
-                                                                retain=True),
+        self.spool = Spool(self.store.root / "spool", int(config.spool.max_mib * 2**20),
+                           config.spool.max_age_s, self.clock.wall)
+        reported = self.topics.reported(self.device_id)
+        self.reporter = Reporter(self.device_id, lambda body: self._send(reported, body, retain=True),
                                  self._context, self.clock.monotonic, self.clock.wall)
         self.ordering = Ordering(self.store, self._trust, self.device_id, self.installer.previous_ref)
         self.desired: dict[str, Desired] = {}  # by source: "device", "group:<name>"
@@ -148,14 +151,14 @@ class Agent:
                         self._handle(event)
                     self.fetch.tick()
                     self.reporter.flush()
+                    self.spool.tick()
                     self.power.sample()
                     if self.clock.monotonic() >= next_telemetry:
                         next_telemetry = self.clock.monotonic() + self.cfg.telemetry.interval_s
                         self._check_revoked()  # the trust folder may have changed
-                        self.link.publish(self.topics.telemetry(self.device_id),
-                                          telemetry(self.device_id, self.cfg.telemetry.interval_s,
-                                                    self.serving, self.system, self.power,
-                                                    self.cfg.trust.allow_unsigned))
+                        self._send(self.topics.telemetry(self.device_id),
+                                   telemetry(self.device_id, self.cfg.telemetry.interval_s, self.serving,
+                                             self.system, self.power, self._agent_state()))
                 except Exception as exc:  # the daemon outlives any one bad event
                     log.exception("error while handling %s", event and event[:2])
                     token = self.fetch.token
@@ -201,6 +204,9 @@ class Agent:
             self._subscribe_all()
             if self.link.clash:  # said while the broker lets us talk (link.py)
                 self.reporter.record_error(None, "identity", self.link.clash, publish=False)
+            self.spool.disconnected()  # what the last session did not get acknowledged goes again
+            if replayed := self.spool.replay(self.link.send):  # before the state of now
+                log.info("replaying %d message(s) spooled while the broker was away", replayed)
             self.reporter.report(force=True)
             self.link.publish(self.topics.status(self.device_id),
                               messages.status_payload(messages.STATUS_ONLINE), retain=True)
@@ -336,21 +342,9 @@ class Agent:
         self.reporter.record_error(s.bundle_id, "trust", reason)
 
     def _manifest_refusal(self, m: TransferManifest) -> str | None:
-        """Why the signed manifest M must not be fetched: it is larger than this device takes,
-        not the bundle the desired state names, or not for this device's accelerators."""
-        d = self.cfg.delivery
-        if m.bundle_size > d.max_bundle_mib * 2**20:
-            return (f"the bundle is {m.bundle_size:,} bytes, over this device's [delivery] max_bundle_mib "
-                    f"({d.max_bundle_mib:g} MiB): refused before any chunk was fetched")
-        if m.chunk_count > d.max_chunks:
-            return (f"the bundle comes in {m.chunk_count:,} chunks, over this device's [delivery] max_chunks "
-                    f"({d.max_chunks:,}): refused before any chunk was fetched; publish it with a larger "
-                    "--chunk-size")
-        want = self._effective_desired()[0].bundle
-        if want and (m.name, m.version, m.bundle_sha256) != (want.name, want.version, want.sha256):
-            return (f"the manifest is for {m.name} {m.version} ({m.bundle_sha256[:12]}), the desired "
-                    f"state names {want.name} {want.version} ({want.sha256[:12]})")
-        return self._compat(m.requires) or self.installer.placement.refusal({"target": m.target})
+        """Why the signed manifest M must not be fetched (admission.py, compat, placement)."""
+        return (manifest_refusal(m, self.cfg.delivery, self._effective_desired()[0].bundle)
+                or self._compat(m.requires) or self.installer.placement.refusal({"target": m.target}))
 
     def _compat(self, requires: dict[str, Any]) -> str | None:
         """Why a bundle that REQUIRES this (edgefleet.compat) cannot run here."""
@@ -358,6 +352,16 @@ class Agent:
         return f"not for this device: {reason}" if reason else None
 
     # helpers
+    def _send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publish, or keep in the spool while the broker is away (replayed not retained: the
+        state of now is sent afresh on reconnection)."""
+        if not self.link.publish(topic, payload, retain=retain):
+            self.spool.add(topic, payload)
+
+    def _agent_state(self) -> dict[str, Any]:
+        """What every reported and telemetry message says of the agent itself."""
+        return {"trust": {"allow_unsigned": self.cfg.trust.allow_unsigned}, "spool": self.spool.stats()}
+
     def _trust(self) -> TrustStore:
         # read on every use, so keys added to or removed from the folder apply at once
         return TrustStore.from_folder(self.cfg.trust_dir, self.cfg.trust.allow_unsigned)
@@ -380,4 +384,5 @@ class Agent:
                  "detected": self.board.as_dict(), "power_source": self.power.label}
         return Context(self.serving, want.bundle_id, self.desired_source, previous,
                        {"version": __version__, **board, "local_api": self.local_api_address,
-                        "allow_unsigned": self.cfg.trust.allow_unsigned}, want.signed_by or None)
+                        "allow_unsigned": self.cfg.trust.allow_unsigned, "spool": self.spool.stats()},
+                       want.signed_by or None)

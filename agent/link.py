@@ -131,12 +131,16 @@ class MqttLink:
 
     # the worker's side
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> bool:
-        """Send now or not at all: offline, paho would queue without bound. Retained state
-        is sent afresh on reconnection; telemetry taken while offline is lost (there is no
-        spool yet). Returns whether the message was handed to paho."""
+        """Send now or not at all: offline, paho would queue without bound (the daemon spools
+        what must not be lost, agent/spool.py). Returns whether the message was handed to paho."""
+        return self.send(topic, payload, retain) is not None
+
+    def send(self, topic: str, payload: bytes, retain: bool = False) -> mqtt.MQTTMessageInfo | None:
+        """As publish, with paho's handle to see when the broker has acknowledged it."""
         if not self.client.is_connected():
-            return False
-        return self.client.publish(topic, payload, qos=QOS, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+            return None
+        info = self.client.publish(topic, payload, qos=QOS, retain=retain)
+        return info if info.rc == mqtt.MQTT_ERR_SUCCESS else None
 
     def subscribe(self, topics: Iterable[str]) -> None:
         wanted = [(t, QOS) for t in topics]

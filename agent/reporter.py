@@ -100,7 +100,7 @@ class Reporter:
 
 
 def telemetry(device_id: str, interval_s: float, serving: ServingModel | None, system: SystemSampler,
-              power: PowerTelemetry | None = None, allow_unsigned: bool = False) -> bytes:
+              power: PowerTelemetry | None = None, agent: dict[str, Any] | None = None) -> bytes:
     """Telemetry of the model that serves now; its figures start at its activation."""
     model = runtime = delegate = None
     stats = serving.stats if serving else ModelStats()
@@ -121,4 +121,4 @@ def telemetry(device_id: str, interval_s: float, serving: ServingModel | None, s
         energy = power.window(inference["count_interval"], stats.interval_invoke_s if on_accelerator else 0.0)
         sample.update(power.board_state())
     return telemetry_payload(device_id, interval_s, model, runtime, delegate, inference, sample, energy,
-                             allow_unsigned)
+                             agent)

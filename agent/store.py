@@ -9,6 +9,7 @@ power cut leaves either the old file or the new one, never half of one.
     <state_dir>/bundles/<bundle_id>.efb              installed, verified bundles
     <state_dir>/active.json                          {"active", "previous", "history", "set_at", ...}
     <state_dir>/desired.json                         set_at of the newest desired state by source
+    <state_dir>/spool/                               messages kept while the broker is away (spool.py)
     <state_dir>/lock                                 held by the running agent (its pid)
 """
 
@@ -113,12 +114,16 @@ class Store:
         self.bundle_path(bundle_id).unlink(missing_ok=True)
 
     # which bundle is active
-    def active_record(self) -> dict[str, Any]:
+    def _read_record(self, name: str) -> dict[str, Any]:
+        """A JSON object the agent wrote into the state folder; {} when it is missing or damaged."""
         try:
-            record = json.loads((self.root / "active.json").read_text())
+            record = json.loads((self.root / name).read_text())
             return record if isinstance(record, dict) else {}
         except (OSError, ValueError):
             return {}
+
+    def active_record(self) -> dict[str, Any]:
+        return self._read_record("active.json")
 
     def history(self) -> list[str]:
         """The installed bundles, the active one first, then the ones before it, newest first."""
@@ -149,11 +154,7 @@ class Store:
 
     # the desired states accepted (agent/ordering.py)
     def desired_record(self) -> dict[str, Any]:
-        try:
-            record = json.loads((self.root / "desired.json").read_text())
-            return record if isinstance(record, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        return self._read_record("desired.json")
 
     def save_desired_record(self, record: dict[str, Any]) -> None:
         atomic_write(self.root / "desired.json", json.dumps(record).encode())

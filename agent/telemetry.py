@@ -115,10 +115,10 @@ class SystemSampler:
 def telemetry_payload(device_id: str, interval_s: float, model: dict[str, Any] | None,
                       runtime: dict[str, Any] | None, delegate: dict[str, Any] | None,
                       inference: dict[str, Any], system: dict[str, Any],
-                      power: dict[str, Any] | None = None, allow_unsigned: bool = False) -> bytes:
+                      power: dict[str, Any] | None = None, agent: dict[str, Any] | None = None) -> bytes:
+    """AGENT: the agent's own state that every message carries (`trust`, `spool`)."""
     return messages.dumps({
         "schema": messages.TELEMETRY, "device_id": device_id, "ts": time.time(),
         "interval_s": interval_s, "model": model, "runtime": runtime, "delegate": delegate,
-        "inference": inference, "system": system, "power": power,
-        "trust": {"allow_unsigned": allow_unsigned},
+        "inference": inference, "system": system, "power": power, **(agent or {}),
     })

@@ -20,7 +20,7 @@ if importlib.util.find_spec("tensorflow") is None:  # find, not import: collecti
     pytest.skip("needs the converter extra (TensorFlow)", allow_module_level=True)
 
 SelftestRule = Callable[[dict[str, np.ndarray], Any], bool]
-MANIFEST_KEYS = {"name", "version", "created_at", "target", "runtime", "model", "selftest",
+MANIFEST_KEYS = {"name", "version", "created_at", "target", "runtime", "requires", "model", "selftest",
                  "metrics", "converter", "format", "files"}
 
 
@@ -60,6 +60,8 @@ def test_manifest_has_the_agreed_shape(bundle: Any) -> None:
     assert m["target"]["profile"].startswith("generic-") and m["target"]["accelerator"] == "none"
     assert m["runtime"] == {"delegate": "cpu", "delegate_library": "", "delegate_options": {},
                             "min_versions": {"ai-edge-litert": "1.2.0", "tflite-runtime": "2.14.0"}}
+    assert m["requires"] == {"runtimes": {"ai-edge-litert": ">=1.2.0", "tflite-runtime": ">=2.14.0"},
+                             "python": ">=3.10", "numpy": ">=1.23,<3"}
     model = m["model"]
     assert set(model) == {"file", "quantization", "variant", "size_bytes", "inputs", "outputs"}
     assert model["file"] == "model.tflite" and model["quantization"] == "int8"

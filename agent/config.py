@@ -34,6 +34,7 @@ class MqttSettings:
     prefix: str = "edgefleet"
     keepalive: int = 30
     client_id: str = ""  # default: edgefleet-agent-<device_id>
+    protocol: str = "3.1.1"  # or "5": requests may then name their Response Topic
 
 
 @dataclass
@@ -230,6 +231,8 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{source} {message}")
+    if cfg.mqtt.protocol not in ("3.1.1", "5"):
+        raise ConfigError(f"{source} [mqtt] protocol: choose \"3.1.1\" or \"5\"")
     if cfg.runtime.runtime != "auto" and cfg.runtime.runtime not in RUNTIMES:
         raise ConfigError(f"{source} [runtime] runtime: choose auto or one of {list(RUNTIMES)}")
     rt = cfg.runtime

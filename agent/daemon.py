@@ -33,6 +33,7 @@ from edgefleet.agent.ordering import Ordering
 from edgefleet.agent.partial import Downloaded
 from edgefleet.agent.placement import Placement
 from edgefleet.agent.power import board_profiles, board_setup
+from edgefleet.agent.replies import Replies
 from edgefleet.agent.reporter import Context, Reporter, telemetry
 from edgefleet.agent.sd_notify import Notifier
 from edgefleet.agent.spool import Spool
@@ -75,12 +76,16 @@ class Agent:
         self.installer = Installer(self.store, self._trust, placement, self.clock.wall,
                                    config.trust.on_revoked, self._compat)
         self.system = SystemSampler()
-        response_topic = self.topics.response(self.device_id, "infer")
-        self.inference = InferenceService(lambda body: self.link.publish(response_topic, body),
-                                          config.serve.mqtt_max_pending, config.serve.max_inflight_bytes)
+        replies = Replies(self.topics.response(self.device_id, "infer"),
+                          self.topics.response(self.device_id, ""),
+                          lambda topic, body, props: self.link.send(topic, body, properties=props))
+        self.inference = InferenceService(replies.answer, config.serve.mqtt_max_pending,
+                                          config.serve.max_inflight_bytes)
         self.request_topic = self.topics.request(self.device_id, "infer")
-        self.link = MqttLink(config.mqtt, self.topics, self.device_id, self._events_put,
-                             lambda topic, payload: self.inference.submit(payload),
+        def on_request(body: bytes, topic: str | None, corr: bytes | None) -> None:
+            self.inference.submit(body, replies.route(topic, corr))
+
+        self.link = MqttLink(config.mqtt, self.topics, self.device_id, self._events_put, on_request,
                              request_topics=[self.request_topic], client_factory=client_factory)
         self.spool = Spool(self.store.root / "spool", int(config.spool.max_mib * 2**20),
                            config.spool.max_age_s, self.clock.wall)

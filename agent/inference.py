@@ -21,6 +21,7 @@ from edgefleet.agent import heap
 from edgefleet.agent.budget import ByteBudget
 from edgefleet.agent.installer import ServingModel
 from edgefleet.agent.local_api import NoModelError
+from edgefleet.agent.replies import DEFAULT_ROUTE, Route
 from edgefleet.protocol import messages
 from edgefleet.runtime import InputError
 from edgefleet.tensors import Inputs
@@ -35,12 +36,14 @@ UNKNOWN = float("inf")
 # The caller's transaction id, read without parsing a body of up to 8 MiB on the network
 # thread: only for the `busy` answer, when the agent is already overloaded.
 _TRANSACTION = re.compile(rb'"transaction"\s*:\s*(?:"([A-Za-z0-9._:-]{1,128})"|(\d{1,20}))')
+_REPLY_TO = re.compile(rb'"reply_to"\s*:\s*"([A-Za-z0-9._/-]{1,600})"')
+Answer = Callable[[bytes, Route, "str | None"], None]  # body, where MQTT 5 asked, reply_to
 
 
 class InferenceService:
-    def __init__(self, answer: Callable[[bytes], None], max_pending: int = 32,
+    def __init__(self, answer: Answer, max_pending: int = 32,
                  max_bytes: int = 16 * 2**20, workers: int = 2):
-        self._answer = answer  # publishes a response payload
+        self._answer = answer  # publishes a response payload where it was asked for (replies.py)
         self.serving: ServingModel | None = None
         self.max_pending = max_pending
         self.budget = ByteBudget(max_bytes)  # shared with the local API
@@ -90,45 +93,59 @@ class InferenceService:
                 "delegate": m.delegate.as_dict(), "selftest": serving.selftest.as_dict()}
 
     # MQTT requests (called on paho's network thread: never block it)
-    def submit(self, payload: bytes) -> None:
+    def submit(self, payload: bytes, route: Route = DEFAULT_ROUTE) -> None:
+        if route.refused:
+            self._quick_answer(payload, route, route.refused)
+            return
         if not self._slots.acquire(blocking=False):
-            self._busy(payload, f"busy: {self.max_pending} requests are waiting; retry later")
+            self._busy(payload, route, f"busy: {self.max_pending} requests are waiting; retry later")
             return
         if not self.budget.take(len(payload)):
             self._slots.release()
-            self._busy(payload, self.budget.busy_message(len(payload)))
+            self._busy(payload, route, self.budget.busy_message(len(payload)))
             return
         if self._queued == 0 and self._recent_s < INLINE_S and len(payload) <= INLINE_BYTES:
             # Handing a request to a worker and its answer back to paho's thread wakes two
             # threads, which costs more than a model that answers in a millisecond or two
             # (docs/benchmarks.md): such requests are answered here, while nothing is queued.
-            self._answer_request(payload)
+            self._answer_request(payload, route)
             return
         with self._count_lock:
             self._queued += 1
         try:
-            self._pool.submit(self._answer_request, payload, True)
+            self._pool.submit(self._answer_request, payload, route, True)
         except RuntimeError:  # the pool is shut down: the agent is stopping
             with self._count_lock:
                 self._queued -= 1
             self.budget.give(len(payload))
             self._slots.release()
 
-    def _busy(self, payload: bytes, reason: str) -> None:
+    def _busy(self, payload: bytes, route: Route, reason: str) -> None:
         self.busy_total += 1
         serving = self.serving
         if serving is not None:
             serving.stats.record_error("busy")
-        found = _TRANSACTION.search(payload[:4096])
+        self._quick_answer(payload, route, reason, "busy")
+
+    def _quick_answer(self, payload: bytes, route: Route, reason: str, code: str | None = None) -> None:
+        """An error answer without parsing the request (on paho's thread): its transaction and
+        reply_to read from its first bytes."""
+        head = payload[:4096]
+        found, reply = _TRANSACTION.search(head), _REPLY_TO.search(head)
         tx: messages.Transaction | None = None
         if found:
             tx = found.group(1).decode() if found.group(1) else int(found.group(2))
-        self._answer(messages.response_payload(tx, error=reason, code="busy"))
+        try:
+            reply_to = messages.check_reply_to(reply.group(1).decode()) if reply else None
+        except messages.MessageError:
+            reply_to = None
+        self._answer(messages.response_payload(tx, error=reason, code=code), route, reply_to)
 
-    def _answer_request(self, payload: bytes, queued: bool = False) -> None:
+    def _answer_request(self, payload: bytes, route: Route, queued: bool = False) -> None:
         start = time.perf_counter()
         try:
-            self._answer(self._respond(payload))
+            body, reply_to = self._respond(payload)
+            self._answer(body, route, reply_to)
         finally:
             self.budget.give(len(payload))
             elapsed = time.perf_counter() - start
@@ -138,19 +155,21 @@ class InferenceService:
                 self._queued -= queued
             self._slots.release()
 
-    def _respond(self, payload: bytes) -> bytes:
+    def _respond(self, payload: bytes) -> tuple[bytes, str | None]:
+        """The answer and the reply_to it goes to (None: the device's response topic)."""
         transaction: messages.Transaction | None = None
+        reply_to: str | None = None
         try:
-            transaction, inputs = messages.parse_infer_request(payload)
-            return messages.response_payload(transaction, self.infer(inputs))
+            transaction, inputs, reply_to = messages.parse_request(payload)
+            return messages.response_payload(transaction, self.infer(inputs)), reply_to
         except messages.MessageError as exc:
             tx = exc.transaction if exc.transaction is not None else transaction
-            return messages.response_payload(tx, error=str(exc))
+            return messages.response_payload(tx, error=str(exc)), None
         except (InputError, NoModelError) as exc:
-            return messages.response_payload(transaction, error=str(exc))
+            return messages.response_payload(transaction, error=str(exc)), reply_to
         except Exception as exc:  # a handler that throws still answers
             log.exception("MQTT inference failed")
-            return messages.response_payload(transaction, error=f"inference failed: {exc}")
+            return messages.response_payload(transaction, error=f"inference failed: {exc}"), reply_to
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -30,25 +30,30 @@ CLASH_SESSION_S, CLASH_WINDOW_S, CLASH_COUNT = 10.0, 120.0, 3
 CLASH_DELAYS_S = (60, 300)  # reconnection delays meanwhile: the other keeps the broker, mostly
 NORMAL_DELAYS_S = (1, 30)
 
-ClientFactory = Callable[[str], mqtt.Client]
+ClientFactory = Callable[..., mqtt.Client]  # (client id[, protocol]) -> a client
 
 
-def paho_client(client_id: str) -> mqtt.Client:
-    """MQTT 3.1.1 with a clean session: works the same on every broker."""
+def paho_client(client_id: str, protocol: int = mqtt.MQTTv311) -> mqtt.Client:
+    """MQTT 3.1.1 with a clean session (works the same on every broker), or MQTT 5 with a
+    clean start (set on every connection in MqttLink.start)."""
+    if protocol == mqtt.MQTTv5:
+        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                        protocol=mqtt.MQTTv311, clean_session=True)
 
 
 class MqttLink:
     def __init__(self, settings: MqttSettings, topics: Topics, device_id: str,
-                 on_event: Callable[[tuple[Any, ...]], None], on_request: Callable[[str, bytes], None],
+                 on_event: Callable[[tuple[Any, ...]], None],
+                 on_request: Callable[[bytes, str | None, bytes | None], None],
                  request_topics: Iterable[str] = (), client_factory: ClientFactory = paho_client):
         self.settings, self.topics, self.device_id = settings, topics, device_id
         self._on_event, self._on_request = on_event, on_request
         self._request_topics = set(request_topics)
         self._stopping = False
         self.client_id = settings.client_id or f"edgefleet-agent-{device_id}"
-        self.client = client_factory(self.client_id)
+        self.v5 = settings.protocol == "5"  # a request may then name its Response Topic (replies.py)
+        self.client = client_factory(self.client_id, *([mqtt.MQTTv5] if self.v5 else []))
         self._clash: str | None = None
         self._connected_at: float | None = None
         self._short_sessions: deque[float] = deque()
@@ -78,7 +83,8 @@ class MqttLink:
         return self._clash
 
     def start(self) -> None:
-        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive)
+        clean = {"clean_start": True} if self.v5 else {}  # MQTT 5: a clean start on every connection
+        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive, **clean)
         self.client.loop_start()
 
     # paho's network thread: hand over, never block
@@ -125,7 +131,9 @@ class MqttLink:
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic in self._request_topics:
-            self._on_request(msg.topic, bytes(msg.payload))
+            props = msg.properties if self.v5 else None
+            self._on_request(bytes(msg.payload), getattr(props, "ResponseTopic", None),
+                             getattr(props, "CorrelationData", None))
         else:
             self._on_event(("message", msg.topic, bytes(msg.payload)))
 
@@ -135,11 +143,14 @@ class MqttLink:
         what must not be lost, agent/spool.py). Returns whether the message was handed to paho."""
         return self.send(topic, payload, retain) is not None
 
-    def send(self, topic: str, payload: bytes, retain: bool = False) -> mqtt.MQTTMessageInfo | None:
-        """As publish, with paho's handle to see when the broker has acknowledged it."""
+    def send(self, topic: str, payload: bytes, retain: bool = False,
+             properties: Any = None) -> mqtt.MQTTMessageInfo | None:
+        """As publish, with paho's handle to see when the broker has acknowledged it.
+        PROPERTIES (MQTT 5 only) go with it."""
         if not self.client.is_connected():
             return None
-        info = self.client.publish(topic, payload, qos=QOS, retain=retain)
+        info = self.client.publish(topic, payload, qos=QOS, retain=retain,
+                                   properties=properties if self.v5 else None)
         return info if info.rc == mqtt.MQTT_ERR_SUCCESS else None
 
     def subscribe(self, topics: Iterable[str]) -> None:

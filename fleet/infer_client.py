@@ -1,4 +1,5 @@
-"""Ask a device for inferences over MQTT (request/response with a transaction id)."""
+"""Ask a device for inferences over MQTT (request/response with a transaction id, answered
+on a response topic of this client's own)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ class MqttInferClient:
         self._client, self._topics, self._device_id = client, topics, device_id
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        response = topics.response(device_id, "infer")
+        # answers come to a topic of this client's own (reply_to), not the one every asker hears
+        self.reply_to = f"c{uuid.uuid4().hex[:16]}"
+        response = f"{topics.response(device_id, 'infer')}/{self.reply_to}"
         client.message_callback_add(response, self._on_response)
         subscribe_and_wait(client, [(response, 1)])
 
@@ -56,7 +59,7 @@ class MqttInferClient:
         # .npy and .npz keep the caller's dtypes: a uint8 image reaches a uint8 model as it is
         encoded = ({"inputs_npz": messages.encode_arrays({k: np.asarray(v) for k, v in inputs.items()})}
                    if isinstance(inputs, dict) else {"inputs_npy": messages.encode_array(np.asarray(inputs))})
-        payload = messages.dumps({"transaction": tx, **encoded})
+        payload = messages.dumps({"transaction": tx, "reply_to": self.reply_to, **encoded})
         self._client.publish(self._topics.request(self._device_id, "infer"), payload, qos=1)
         try:
             body = future.result(timeout)

@@ -159,7 +159,8 @@ class AgentProcess:
 
     def __init__(self, folder: Path, device_id: str, broker: str, prefix: str, trust_dir: Path,
                  python: str = sys.executable, groups: tuple[str, ...] = (),
-                 extra_toml: str = "", http_port: int | None = None):
+                 extra_toml: str = "", http_port: int | None = None, mqtt_toml: str = ""):
+        """EXTRA_TOML goes at the end (into [delivery] unless it opens a table), MQTT_TOML into [mqtt]."""
         self.folder, self.device_id = folder, device_id
         host, port = broker.rsplit(":", 1)
         self.http_port = http_port or free_port()
@@ -168,7 +169,7 @@ class AgentProcess:
         self.config.write_text(
             f'device_id = "{device_id}"\nstate_dir = "{self.state_dir}"\n'
             f'trust_dir = "{trust_dir}"\ngroups = {json.dumps(list(groups))}\n'
-            f'[mqtt]\nhost = "{host}"\nport = {port}\nprefix = "{prefix}"\n'
+            f'[mqtt]\nhost = "{host}"\nport = {port}\nprefix = "{prefix}"\n{mqtt_toml}'
             f'[serve]\nhttp = "127.0.0.1:{self.http_port}"\n'
             f'[telemetry]\ninterval_s = 1.0\n'
             f'[delivery]\nchunk_timeout_s = 3.0\nmanifest_timeout_s = 5.0\n' + extra_toml)

@@ -29,7 +29,7 @@ def test_fast_answers_skip_the_pool_and_slow_ones_and_new_models_use_it(keys, ti
     answers: list[tuple[str, dict]] = []
     slow = threading.Event()
 
-    def answer(body: bytes) -> None:
+    def answer(body: bytes, *where: object) -> None:  # where: the route and reply_to (replies.py)
         if slow.is_set():
             time.sleep(0.015)  # e.g. a large answer on a slow link: the pool takes over
         answers.append((threading.current_thread().name, json.loads(body)))

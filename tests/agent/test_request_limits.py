@@ -79,7 +79,7 @@ def test_mqtt_requests_beyond_the_pending_limit_are_answered_busy_at_once():
     answers: list[dict] = []
     lock = threading.Lock()
 
-    def answer(body: bytes) -> None:
+    def answer(body: bytes, *where: object) -> None:  # where: the route and reply_to (replies.py)
         parsed = json.loads(body)
         if parsed.get("code") != "busy":
             release.wait(30)  # the pool's workers stay busy until the test lets them go
@@ -157,7 +157,7 @@ def test_mqtt_requests_past_the_byte_budget_are_answered_busy():
     release = threading.Event()
     answers: list[dict] = []
 
-    def answer(body: bytes) -> None:
+    def answer(body: bytes, *where: object) -> None:  # where: the route and reply_to (replies.py)
         parsed = json.loads(body)
         if parsed.get("code") != "busy":
             release.wait(30)

@@ -10,7 +10,7 @@ import functools
 import io
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -18,6 +18,7 @@ import pybase64
 from numpy.lib import format as npy_format
 
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
+from edgefleet.protocol.topics import is_id
 
 REPORTED = "edgefleet.reported/1"
 TELEMETRY = "edgefleet.telemetry/2"
@@ -134,21 +135,55 @@ def decode_npz(data: bytes) -> dict[str, np.ndarray]:
 Requested = np.ndarray | dict[str, np.ndarray]  # one array (one-input models) or arrays by input name
 
 
-def parse_infer_request(payload: bytes) -> tuple[Transaction | None, Requested]:
-    """(transaction, inputs) from `{"transaction": .., "inputs": [...] | {name: [...]},
+MAX_REPLY_TO_LEVELS = 4
+
+
+class InferRequest(NamedTuple):
+    transaction: Transaction | None
+    inputs: Requested
+    reply_to: str | None  # levels below the device's response topic to answer on
+
+
+def check_reply_to(value: Any) -> str:
+    """A reply_to suffix: 1-4 levels of id characters, so that no answer can leave the
+    device's own response sub-tree (no '+', '#', '..' or empty level)."""
+    if not isinstance(value, str):
+        raise MessageError(f"reply_to must be a string, not {type(value).__name__}")
+    levels = value.split("/")
+    if len(levels) > MAX_REPLY_TO_LEVELS or not all(is_id(level) for level in levels):
+        raise MessageError(f"reply_to {value[:80]!r} must be 1-{MAX_REPLY_TO_LEVELS} levels of letters, "
+                           "digits, '.', '_' or '-' (each starting with a letter or digit): the answer "
+                           "goes to <prefix>/devices/<id>/response/infer/<reply_to>")
+    return value
+
+
+def parse_request(payload: bytes) -> InferRequest:
+    """The request `{"transaction": .., "reply_to": "..", "inputs": [...] | {name: [...]},
     "inputs_npy": b64 | "inputs_npz": b64}`."""
     if len(payload) > MAX_INFER_REQUEST_BYTES:
         raise MessageError(f"request larger than {MAX_INFER_REQUEST_BYTES} bytes")
     obj = _json_object(payload, "inference request")
+    tx = _transaction(obj)
+    try:
+        reply_to = check_reply_to(obj["reply_to"]) if obj.get("reply_to") is not None else None
+        return InferRequest(tx, inputs_from_json(obj), reply_to)
+    except MessageError as exc:
+        raise MessageError(str(exc), tx) from None
+
+
+def _transaction(obj: dict[str, Any]) -> Transaction | None:
     tx = obj.get("transaction")
     if tx is not None and (isinstance(tx, bool) or not isinstance(tx, (str, int))):
         raise MessageError(f"transaction must be a string or an integer, not {type(tx).__name__}")
     if isinstance(tx, str) and len(tx) > MAX_TRANSACTION_CHARS:
         raise MessageError(f"transaction longer than {MAX_TRANSACTION_CHARS} characters")
-    try:
-        return tx, inputs_from_json(obj)
-    except MessageError as exc:
-        raise MessageError(str(exc), tx) from None
+    return tx
+
+
+def parse_infer_request(payload: bytes) -> tuple[Transaction | None, Requested]:
+    """(transaction, inputs) of a request (parse_request)."""
+    request = parse_request(payload)
+    return request.transaction, request.inputs
 
 
 def _b64(obj: dict[str, Any], key: str) -> bytes:

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def is_id(value: str) -> bool:
+    return bool(_ID.match(value))
+
+
 def check_id(kind: str, value: str) -> str:
     """Device, group and bundle ids become topic levels, so wildcards and slashes are refused."""
     if not _ID.match(value):

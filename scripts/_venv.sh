@@ -62,15 +62,15 @@ ensure_venv() {  # ensure_venv EXTRAS  (e.g. "dev" or "converter,fleet")
     fi
 }
 
-ensure_device_venv() {  # .venvs/device: edgefleet[device,fleet] and pytest, no TensorFlow
+ensure_device_venv() {  # .venvs/device: edgefleet[device,fleet], pytest and hypothesis, no TensorFlow
     make_venv "$DEVICE_VENV"
     # setuptools builds in build/ and ships whatever an earlier build left in build/lib,
     # modules deleted or moved since included: every build here starts from nothing
     rm -rf "$ROOT/build"
     if stale "$DEVICE_VENV" "device,fleet"; then
-        echo "==> installing edgefleet[device,fleet] and pytest into $DEVICE_VENV (not editable, as on a board)"
+        echo "==> installing edgefleet[device,fleet], pytest and hypothesis into $DEVICE_VENV (not editable, as on a board)"
         "$DEVICE_VENV/bin/python" -m pip install -q --upgrade pip
-        "$DEVICE_VENV/bin/python" -m pip install -q "$ROOT[device,fleet]" pytest
+        "$DEVICE_VENV/bin/python" -m pip install -q "$ROOT[device,fleet]" pytest hypothesis
         stamp "$DEVICE_VENV" "device,fleet"
     fi
     reinstall_own "$DEVICE_VENV"
@@ -91,7 +91,7 @@ ensure_legacy_venv() {  # .venvs/legacy: edgefleet[device] on tflite-runtime 2.1
     if stale "$LEGACY_VENV" "legacy"; then
         echo "==> installing edgefleet[device] on tflite-runtime 2.14 and NumPy 1.x into $LEGACY_VENV"
         "$LEGACY_VENV/bin/python" -m pip install -q --upgrade pip
-        "$LEGACY_VENV/bin/python" -m pip install -q "$ROOT[device]" pytest
+        "$LEGACY_VENV/bin/python" -m pip install -q "$ROOT[device]" pytest hypothesis
         # what a board without an ai-edge-litert wheel has: tflite-runtime, which needs NumPy 1.x
         "$LEGACY_VENV/bin/python" -m pip uninstall -q -y ai-edge-litert
         "$LEGACY_VENV/bin/python" -m pip install -q "tflite-runtime==2.14.*" "numpy<2"

@@ -70,3 +70,14 @@ def test_a_huge_npy_shape_is_answered_with_the_transaction():
     with pytest.raises(messages.MessageError, match=r"not a readable \.npy") as caught:
         messages.parse_infer_request(messages.dumps({"transaction": 42, "inputs_npy": npy}))
     assert caught.value.transaction == 42
+
+
+def test_a_number_beyond_float32_is_taken_without_a_warning_for_the_input_check_to_refuse():
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's overflow warning used to reach the agent's log
+        _, inputs = messages.parse_infer_request(b'{"inputs": [[1e300, 2.0]]}')
+    assert np.isinf(inputs[0, 0]) and inputs[0, 1] == 2.0  # refused by name where it meets the model

@@ -81,14 +81,14 @@ def keys_list(folder: Path, as_json: bool) -> None:
       edgefleet keys list /etc/edgefleet/trusted
     """
     need("device", "nacl")
-    from edgefleet.protocol.signing import SignatureError, TrustStore, key_files
+    from edgefleet.protocol.signing import SignatureError, TrustStore
 
     _trust_folder(folder)
     try:
-        store, files = TrustStore.from_folder(folder), key_files(folder)
+        store = TrustStore.from_folder(folder)
     except SignatureError as exc:
         raise click.ClickException(str(exc)) from None
-    rows = [{"key_id": kid, "file": str(files.get(kid, "")) or None, "revoked": store.revoked.get(kid)}
+    rows = [{"key_id": kid, "file": str(store.files.get(kid, "")) or None, "revoked": store.revoked.get(kid)}
             for kid in sorted(set(store.keys) | set(store.revoked))]
     if as_json:
         accepted = sorted(set(store.keys) - set(store.revoked))

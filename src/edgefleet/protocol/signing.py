@@ -165,19 +165,15 @@ def _public_key(path: Path) -> VerifyKey:
         raise SignatureError(f"{path} is not an Ed25519 PEM public key: {exc}") from None
 
 
-def key_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
-    """The .pub files in FOLDER by key id."""
-    return {key_id(_public_key(p)): p for p in sorted(Path(folder).glob(f"*{PUBLIC_SUFFIX}"))}
-
-
 def trust_key(public_key: str | os.PathLike[str], folder: str | os.PathLike[str]) -> tuple[str, Path, bool]:
     """Copy PUBLIC_KEY into FOLDER as <key id>.pub; (key id, file, whether it was added)."""
     folder = Path(folder)
     kid = key_id(_public_key(Path(public_key)))
-    if kid in read_revoked(folder):
+    store = TrustStore.from_folder(folder)
+    if kid in store.revoked:
         raise SignatureError(f"key {kid} is revoked in {folder / REVOKED_FILE}; remove its line there to "
                              "trust it again")
-    present = key_files(folder).get(kid) if folder.is_dir() else None
+    present = store.files.get(kid)
     if present is not None:
         return kid, present, False
     folder.mkdir(parents=True, exist_ok=True)
@@ -207,23 +203,26 @@ class TrustStore:
     carries no signature, as signed by "unsigned"."""
 
     def __init__(self, keys: dict[str, VerifyKey], revoked: dict[str, str] | None = None,
-                 allow_unsigned: bool = False):
+                 allow_unsigned: bool = False, files: dict[str, Path] | None = None):
+        """FILES: where each key was read from (from_folder)."""
         self.keys, self.revoked, self.allow_unsigned = keys, revoked or {}, allow_unsigned
+        self.files = files or {}
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike[str], allow_unsigned: bool = False) -> TrustStore:
         folder = Path(folder)
         keys: dict[str, VerifyKey] = {}
+        files: dict[str, Path] = {}
         if folder.is_dir():
             for path in sorted(folder.glob(f"*{PUBLIC_SUFFIX}")):
                 key = _public_key(path)
-                keys[key_id(key)] = key
-        return cls(keys, read_revoked(folder), allow_unsigned)
+                keys[key_id(key)], files[key_id(key)] = key, path
+        return cls(keys, read_revoked(folder), allow_unsigned, files)
 
     def without_revocations(self) -> TrustStore:
         """The same keys with none revoked: to check a stored bundle whose key was revoked after
         it was installed, and report that rather than call it damaged."""
-        return TrustStore(self.keys, {}, self.allow_unsigned)
+        return TrustStore(self.keys, {}, self.allow_unsigned, self.files)
 
     def verify(self, data: bytes, signature: Any) -> str:
         """Return the key id that signed DATA, or raise SignatureError saying why not."""

@@ -7,17 +7,16 @@ from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
 
-from edgefleet.fleet.publish import QOS, PublishError, wait_published
+from edgefleet.fleet.publish import QOS, PublishError, desired_targets, wait_published
 from edgefleet.protocol.desired import PREVIOUS, desired_payload
 from edgefleet.protocol.signing import Signer
-from edgefleet.protocol.topics import Topics, check_id
+from edgefleet.protocol.topics import Topics
 
 
 def _targets(topics: Topics, devices: Sequence[str], groups: Sequence[str]) -> list[tuple[str, str, str]]:
     if not devices and not groups:
         raise PublishError("name at least one --device or --group")
-    return [*(("device", check_id("device", d), topics.device_desired(d)) for d in devices),
-            *(("group", check_id("group", g), topics.group_desired(g)) for g in groups)]
+    return desired_targets(topics, devices, groups)
 
 
 def roll_back(client: mqtt.Client, topics: Topics, key: Signer, devices: Sequence[str] = (),

@@ -49,6 +49,13 @@ class PublishResult:
         return dict(self.__dict__)
 
 
+def desired_targets(topics: Topics, devices: Sequence[str],
+                    groups: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(kind, name, desired-state topic) of each device and group, their ids checked."""
+    return [*(("device", check_id("device", d), topics.device_desired(d)) for d in devices),
+            *(("group", check_id("group", g), topics.group_desired(g)) for g in groups)]
+
+
 def wait_published(info: mqtt.MQTTMessageInfo, what: str) -> None:
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         raise PublishError(f"could not queue {what}: {mqtt.error_string(info.rc)}")
@@ -81,10 +88,7 @@ def publish_bundle(
     The desired states are signed, one for each device and group; ROLLBACK lets devices
     that run a newer version of the model go back to this one (docs/protocol.md).
     """
-    for d in devices:
-        check_id("device", d)
-    for g in groups:
-        check_id("group", g)
+    targets = desired_targets(topics, devices, groups)
     start = time.monotonic()
     data = Path(bundle_path).read_bytes()
     chunks = split_chunks(data, chunk_size)
@@ -100,15 +104,11 @@ def publish_bundle(
     payload = sign_transfer_manifest(digest, len(data), chunk_size, digests, name, version, key, target,
                                      requires_of(bundle.manifest))
     ref, set_at = BundleRef(name, version, digest), time.time()
-    desired = {(kind, t): desired_payload(key, kind, t, ref, rollback, set_at=set_at)
-               for kind, names in (("device", devices), ("group", groups)) for t in names}
     # one connection: the broker takes these in the order they are sent
     first = [(client.publish(topics.bundle_manifest(bundle_id), messages.dumps(payload), qos=QOS,
                              retain=True), "the manifest")]
-    first += [(client.publish(topics.device_desired(d), desired["device", d], qos=QOS, retain=True),
-               f"desired state of device {d}") for d in devices]
-    first += [(client.publish(topics.group_desired(g), desired["group", g], qos=QOS, retain=True),
-               f"desired state of group {g}") for g in groups]
+    first += [(client.publish(topic, desired_payload(key, kind, who, ref, rollback, set_at=set_at), qos=QOS,
+                              retain=True), f"desired state of {kind} {who}") for kind, who, topic in targets]
     infos = [client.publish(topics.bundle_chunk(bundle_id, i), chunk, qos=QOS, retain=True)
              for i, chunk in enumerate(chunks)]
     for info, what in first:

@@ -164,7 +164,7 @@ class InferenceService:
             return messages.response_payload(transaction, self.infer(inputs)), reply_to
         except messages.MessageError as exc:
             tx = exc.transaction if exc.transaction is not None else transaction
-            return messages.response_payload(tx, error=str(exc)), None
+            return messages.response_payload(tx, error=str(exc)), exc.reply_to
         except (InputError, NoModelError) as exc:
             return messages.response_payload(transaction, error=str(exc)), reply_to
         except Exception as exc:  # a handler that throws still answers

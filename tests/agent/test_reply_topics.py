@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -120,7 +121,7 @@ def test_mqtt5_response_topic_and_correlation_data(tmp_path, broker, prefix, key
     assert code == 0, agent.log_text()
 
 
-def test_a_busy_answer_goes_where_the_request_asked(tmp_path):
+def test_busy_and_refused_answers_go_where_the_request_asked(tmp_path):
     answers = []
     service = InferenceService(lambda body, route, reply_to: answers.append((json.loads(body), reply_to)),
                                max_pending=1)
@@ -131,6 +132,13 @@ def test_a_busy_answer_goes_where_the_request_asked(tmp_path):
         assert (body["code"], body["transaction"], reply_to) == ("busy", 7, "me/1")
         service.submit(messages.dumps({"transaction": 8, "reply_to": "../up", "inputs": [[0.0]]}))
         assert answers[1][1] is None  # a reply_to that would leave the sub-tree: the base topic
+        service._slots.release()
+        service.submit(messages.dumps({"transaction": 9, "reply_to": "me/1", "inputs": "not numbers"}))
+        deadline = time.monotonic() + 10
+        while len(answers) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        body, reply_to = answers[2]  # a request that cannot be used is answered where it asked
+        assert (body["status"], body["transaction"], reply_to) == ("error", 9, "me/1")
     finally:
         service.shutdown()
     sent = []

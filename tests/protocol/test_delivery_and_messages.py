@@ -74,13 +74,13 @@ def test_chunk_size_limits():
                                      b'{"inputs": [1], "transaction": {"a": 1}}'])
 def test_malformed_inference_requests_raise_message_error(payload):
     with pytest.raises(messages.MessageError):
-        messages.parse_infer_request(payload)
+        messages.parse_request(payload)
 
 
 def test_inference_request_with_npy_keeps_shape_and_transaction():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     request = messages.dumps({"transaction": 7, "inputs_npy": messages.encode_array(x)})
-    tx, got = messages.parse_infer_request(request)
+    tx, got, _ = messages.parse_request(request)
     assert tx == 7 and np.array_equal(got, x)  # an integer transaction stays an integer
 
 
@@ -112,13 +112,13 @@ def test_malformed_signature_values_are_signature_errors(keys, sig):
 
 def test_bad_inference_request_keeps_its_transaction_for_the_answer():
     with pytest.raises(messages.MessageError) as exc:
-        messages.parse_infer_request(b'{"transaction": "t9", "inputs_npy": "!!!"}')
+        messages.parse_request(b'{"transaction": "t9", "inputs_npy": "!!!"}')
     assert exc.value.transaction == "t9"
 
 
 def test_deeply_nested_json_is_a_message_error():
     with pytest.raises(messages.MessageError, match="not valid JSON"):
-        messages.parse_infer_request(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+        messages.parse_request(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
 
 
 @pytest.mark.parametrize("array", [

@@ -46,7 +46,7 @@ def test_a_validly_signed_manifest_with_wrong_types_is_refused_with_the_field(ke
 @pytest.mark.parametrize("transaction", [7, 0, "t-1", 2**40])
 def test_the_transaction_comes_back_as_it_was_sent(transaction):
     request = messages.dumps({"transaction": transaction, "inputs": [[0.0]]})
-    tx, _ = messages.parse_infer_request(request)
+    tx, _, _ = messages.parse_request(request)
     assert tx == transaction and type(tx) is type(transaction)
     assert json.loads(messages.response_payload(tx, {"x": 1}))["transaction"] == transaction
 
@@ -54,7 +54,7 @@ def test_the_transaction_comes_back_as_it_was_sent(transaction):
 @pytest.mark.parametrize("transaction", [True, 1.5, [1], {"a": 1}, "x" * 257])
 def test_a_transaction_that_is_not_a_string_or_integer_is_refused(transaction):
     with pytest.raises(messages.MessageError, match="transaction"):
-        messages.parse_infer_request(messages.dumps({"transaction": transaction, "inputs": [[0.0]]}))
+        messages.parse_request(messages.dumps({"transaction": transaction, "inputs": [[0.0]]}))
 
 
 def test_a_huge_npy_shape_is_answered_with_the_transaction():
@@ -68,7 +68,7 @@ def test_a_huge_npy_shape_is_answered_with_the_transaction():
                                                   "shape": (10**6, 10**6, 10**6)})
     npy = base64.b64encode(header.getvalue() + bytes(64)).decode()
     with pytest.raises(messages.MessageError, match=r"not a readable \.npy") as caught:
-        messages.parse_infer_request(messages.dumps({"transaction": 42, "inputs_npy": npy}))
+        messages.parse_request(messages.dumps({"transaction": 42, "inputs_npy": npy}))
     assert caught.value.transaction == 42
 
 
@@ -79,5 +79,5 @@ def test_a_number_beyond_float32_is_taken_without_a_warning_for_the_input_check_
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # NumPy's overflow warning used to reach the agent's log
-        _, inputs = messages.parse_infer_request(b'{"inputs": [[1e300, 2.0]]}')
+        _, inputs, _ = messages.parse_request(b'{"inputs": [[1e300, 2.0]]}')
     assert np.isinf(inputs[0, 0]) and inputs[0, 1] == 2.0  # refused by name where it meets the model

@@ -32,12 +32,13 @@ MAX_TRANSACTION_CHARS = 256
 class MessageError(ValueError):
     """An inbound payload is malformed; the message says what is wrong.
 
-    `transaction` is the caller's id when it could be read, so the answer still reaches them.
+    `transaction` is the caller's id and `reply_to` where they asked to be answered, when
+    these could be read, so the answer still reaches them.
     """
 
-    def __init__(self, message: str, transaction: Transaction | None = None):
+    def __init__(self, message: str, transaction: Transaction | None = None, reply_to: str | None = None):
         super().__init__(message)
-        self.transaction = transaction
+        self.transaction, self.reply_to = transaction, reply_to
 
 
 def _as_json(obj: Any) -> Any:
@@ -166,9 +167,12 @@ def parse_request(payload: bytes) -> InferRequest:
     tx = _transaction(obj)
     try:
         reply_to = check_reply_to(obj["reply_to"]) if obj.get("reply_to") is not None else None
+    except MessageError as exc:  # answered on the device's own response topic
+        raise MessageError(str(exc), tx) from None
+    try:
         return InferRequest(tx, inputs_from_json(obj), reply_to)
     except MessageError as exc:
-        raise MessageError(str(exc), tx) from None
+        raise MessageError(str(exc), tx, reply_to) from None
 
 
 def _transaction(obj: dict[str, Any]) -> Transaction | None:
@@ -178,12 +182,6 @@ def _transaction(obj: dict[str, Any]) -> Transaction | None:
     if isinstance(tx, str) and len(tx) > MAX_TRANSACTION_CHARS:
         raise MessageError(f"transaction longer than {MAX_TRANSACTION_CHARS} characters")
     return tx
-
-
-def parse_infer_request(payload: bytes) -> tuple[Transaction | None, Requested]:
-    """(transaction, inputs) of a request (parse_request)."""
-    request = parse_request(payload)
-    return request.transaction, request.inputs
 
 
 def _b64(obj: dict[str, Any], key: str) -> bytes:

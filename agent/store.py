@@ -8,7 +8,7 @@ power cut leaves either the old file or the new one, never half of one.
     <state_dir>/downloads/<bundle_id>/chunks.have    which chunks bundle.part holds
     <state_dir>/bundles/<bundle_id>.efb              installed, verified bundles
     <state_dir>/active.json                          {"active", "previous", "history", "set_at", ...}
-    <state_dir>/desired.json                         set_at of the newest desired state by source
+    <state_dir>/desired.json                         the newest desired state per source (ordering.py)
     <state_dir>/spool/                               messages kept while the broker is away (spool.py)
     <state_dir>/lock                                 held by the running agent (its pid)
 """

@@ -18,6 +18,7 @@ else:  # pragma: no cover - Python 3.10 boards
 from edgefleet.accelerators import MISMATCH_POLICIES, NAMES, ChainError, check_edgetpu_device
 from edgefleet.devices.profiles import list_profiles
 from edgefleet.engines import APIS
+from edgefleet.mqtt_security import MqttSecurity, SecurityError
 from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
 from edgefleet.protocol.topics import Topics, check_id
 from edgefleet.runtime import RUNTIMES
@@ -30,11 +31,27 @@ class ConfigError(Exception):
 @dataclass
 class MqttSettings:
     host: str = "localhost"
-    port: int = 1883
+    port: int = 0  # 0: 1883, or 8883 with TLS
     prefix: str = "edgefleet"
     keepalive: int = 30
     client_id: str = ""  # default: edgefleet-agent-<device_id>
     protocol: str = "3.1.1"  # or "5": requests may then name their Response Topic
+    # TLS (on as well when ca_file or cert_file is set) and credentials; docs/operations.md
+    tls: bool = False
+    ca_file: str = ""  # "": the system's certificate authorities
+    cert_file: str = ""
+    key_file: str = ""
+    username: str = ""
+    password_file: str = ""
+
+    @property
+    def security(self) -> MqttSecurity:
+        return MqttSecurity(tls=self.tls, ca_file=self.ca_file, cert_file=self.cert_file,
+                            key_file=self.key_file, username=self.username, password_file=self.password_file)
+
+    @property
+    def broker_port(self) -> int:
+        return self.port or self.security.default_port()
 
 
 @dataclass
@@ -197,6 +214,9 @@ def parse_config(data: dict[str, Any], source: str = "edgefleet.agent.toml",
         cfg.serve.http = f"unix:{_path(cfg.serve.http[len('unix:'):], base)}"
     if cfg.serve.token_file:
         cfg.serve.token_file = str(_path(cfg.serve.token_file, base))
+    for key in MQTT_FILES:
+        if getattr(cfg.mqtt, key):
+            setattr(cfg.mqtt, key, str(_path(getattr(cfg.mqtt, key), base)))
     _check_values(cfg, source)
     return cfg
 
@@ -208,7 +228,7 @@ def _path(value: str, base: Path | None) -> Path:
 
 def _check_values(cfg: AgentConfig, source: str) -> None:
     checks = [
-        (1 <= cfg.mqtt.port <= 65535, "[mqtt] port must be 1..65535"),
+        (0 <= cfg.mqtt.port <= 65535, "[mqtt] port must be 1..65535 (or 0: 1883, 8883 with TLS)"),
         (cfg.mqtt.keepalive >= 0, "[mqtt] keepalive must be 0 (off) or more seconds"),
         (cfg.runtime.num_threads >= 0, "[runtime] num_threads must be 0 (the runtime's default) or more"),
         (math.isfinite(cfg.telemetry.interval_s), "[telemetry] interval_s must be a number of seconds"),
@@ -233,6 +253,7 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
             raise ConfigError(f"{source} {message}")
     if cfg.mqtt.protocol not in ("3.1.1", "5"):
         raise ConfigError(f"{source} [mqtt] protocol: choose \"3.1.1\" or \"5\"")
+    _check_mqtt_security(cfg.mqtt, source)
     if cfg.runtime.runtime != "auto" and cfg.runtime.runtime not in RUNTIMES:
         raise ConfigError(f"{source} [runtime] runtime: choose auto or one of {list(RUNTIMES)}")
     rt = cfg.runtime
@@ -276,6 +297,22 @@ def _check_values(cfg: AgentConfig, source: str) -> None:
         Topics(cfg.mqtt.prefix)
     except ValueError as exc:
         raise ConfigError(f"{source} [mqtt] prefix: {exc}") from None
+
+
+MQTT_FILES = ("ca_file", "cert_file", "key_file", "password_file")
+
+
+def _check_mqtt_security(mqtt: MqttSettings, source: str) -> None:
+    """The certificate, key and password files load now, not at the first connection attempt."""
+    security = mqtt.security
+    if security.password_file and not security.username:
+        raise ConfigError(f"{source} [mqtt] password_file needs username")
+    try:
+        if security.uses_tls:
+            security.context()
+        security.read_password()
+    except SecurityError as exc:
+        raise ConfigError(f"{source} [mqtt] {exc}") from None
 
 
 def is_loopback(host: str) -> bool:

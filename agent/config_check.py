@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.accelerators import DELEGATE, library_found
-from edgefleet.agent.config import AgentConfig, ConfigError, load_config
+from edgefleet.agent.config import AgentConfig, ConfigError, is_loopback, load_config
 from edgefleet.agent.local_api import read_token
 from edgefleet.agent.placement import Placement
 from edgefleet.agent.power import board_profiles
@@ -57,7 +57,7 @@ class Report:
         return {"config": str(self.path), "ok": self.ok, "problems": [asdict(p) for p in self.problems],
                 "resolved": None if self.config is None else {
                     "state_dir": str(self.config.state_dir), "trust_dir": str(self.config.trust_dir),
-                    "broker": f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+                    "broker": f"{self.config.mqtt.host}:{self.config.mqtt.broker_port}",
                     "local_api": self.config.serve.http}}
 
 
@@ -132,8 +132,18 @@ def broker_host_problem(host: str) -> str | None:
 
 
 def _broker(cfg: AgentConfig) -> list[Problem]:
-    why = broker_host_problem(cfg.mqtt.host)
-    return [Problem("error", "[mqtt] host", why)] if why else []
+    mqtt = cfg.mqtt
+    why = broker_host_problem(mqtt.host)
+    problems = [Problem("error", "[mqtt] host", why)] if why else []
+    if mqtt.username and not mqtt.security.uses_tls and not is_loopback(mqtt.host):
+        problems.append(Problem("warning", "[mqtt] tls", f"the password goes to {mqtt.host} in clear text: "
+                                "set tls = true (and ca_file) on a broker with a TLS listener"))
+    for key in ("password_file", "key_file"):
+        path = getattr(mqtt, key)
+        if path and Path(path).stat().st_mode & 0o077:
+            problems.append(Problem("warning", f"[mqtt] {key}", f"{path} is readable by other users of the "
+                                    "board: chmod 600 it (and chown it to the agent's user)"))
+    return problems
 
 
 def _local_api(cfg: AgentConfig) -> list[Problem]:

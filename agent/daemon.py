@@ -214,7 +214,8 @@ class Agent:
                 log.info("replaying %d message(s) spooled while the broker was away", replayed)
             self.reporter.report(force=True)
             self.link.publish(self.topics.status(self.device_id),
-                              messages.status_payload(messages.STATUS_ONLINE), retain=True)
+                              messages.status_payload(messages.STATUS_ONLINE, instance=self.link.instance),
+                              retain=True)
             self._greeted = True
             return
         _, topic, payload = event

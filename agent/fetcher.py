@@ -130,7 +130,8 @@ class Fetcher:
                 self.reporter.set_install(t.bundle_id, "downloading",
                                           progress=round(action.have / action.total, 4),
                                           chunks_have=action.have, chunks_total=action.total,
-                                          chunks_resumed=t.resumed_from, force=action.have == action.total)
+                                          chunks_resumed=t.resumed_from, chunks_refetched=t.refetched,
+                                          force=action.have == action.total)
             elif isinstance(action, tx.Complete):
                 self._finish(t, token)
             elif isinstance(action, tx.Failed):

@@ -21,7 +21,8 @@ from edgefleet.protocol import messages
 log = logging.getLogger("edgefleet.agent")
 REPORT_EVERY_S = 1.0
 BUSY_STATES = ("downloading", "verifying", "self-testing")
-INSTALL_START = {"progress": 0.0, "chunks_have": 0, "chunks_total": None, "chunks_resumed": 0}
+INSTALL_START = {"progress": 0.0, "chunks_have": 0, "chunks_total": None, "chunks_resumed": 0,
+                 "chunks_refetched": 0}
 
 
 @dataclass(frozen=True)

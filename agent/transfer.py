@@ -83,6 +83,7 @@ class Transfer:
     have: int = 0
     started_at: float = 0.0
     resumed_from: int = 0  # chunks already on disk when the manifest was accepted
+    refetched: int = 0  # chunks asked for again: after a reconnection, a time-out or a bad hash
     done: bool = False  # completed or failed: no further actions
 
     def start(self, now: float) -> list[Action]:
@@ -118,6 +119,7 @@ class Transfer:
             # unsubscribe now and ask again within a second: a new subscription makes the
             # broker resend its retained copy
             self.requested[index] = now - self.limits.chunk_timeout_s + 1.0
+            self.refetched += 1
             return [Unsubscribe(chunks=(index,))]
         del self.requested[index]
         self.have += 1
@@ -143,6 +145,7 @@ class Transfer:
         late = tuple(i for i, since in self.requested.items() if now - since > self.limits.chunk_timeout_s)
         for index in late:
             self.requested[index] = now
+        self.refetched += len(late)
         return [Unsubscribe(chunks=late), Subscribe(chunks=late)] if late else []
 
     def reconnected(self, now: float) -> list[Action]:
@@ -153,6 +156,7 @@ class Transfer:
             return [Subscribe(manifest=True)]
         for index in self.requested:
             self.requested[index] = now
+        self.refetched += len(self.requested)  # at most one window: the rest is on disk or not asked for
         return [Subscribe(chunks=tuple(self.requested))] if self.requested else []
 
     def abort(self) -> list[Action]:

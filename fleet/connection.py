@@ -2,34 +2,72 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ssl
 import threading
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from edgefleet.mqtt_options import disable_nagle
+from edgefleet.mqtt_security import MqttSecurity, SecurityError, tls_failure
+
+SCHEMES = {"mqtt": False, "mqtts": True}  # scheme -> TLS
+PLAIN = MqttSecurity()
 
 
 class BrokerError(Exception):
     """The broker cannot be reached or refused us."""
 
 
-def parse_broker(address: str) -> tuple[str, int]:
+@dataclass(frozen=True)
+class BrokerTarget:
+    """Where the broker is and how to log in: [mqtts://]HOST[:PORT] and the security options."""
+
+    address: str
+    security: MqttSecurity = PLAIN
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_broker(self.address, self.security.default_port())
+
+    def __str__(self) -> str:
+        host, port = self.host_port
+        return f"{'mqtts' if self.security.uses_tls else 'mqtt'}://{host}:{port}"
+
+
+def target(address: str, security: MqttSecurity = PLAIN) -> BrokerTarget:
+    """An address with an mqtts:// scheme turns TLS on."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return BrokerTarget(address, security)
+    if scheme not in SCHEMES:
+        raise BrokerError(f"broker address {address!r}: use mqtt://, mqtts:// or HOST:PORT")
+    return BrokerTarget(rest, dataclasses.replace(security, tls=security.tls or SCHEMES[scheme]))
+
+
+def parse_broker(address: str, default_port: int = 1883) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep:
-        return address, 1883
+        return address or "localhost", default_port
     if not port.isdigit():
         raise BrokerError(f"broker address {address!r} is not HOST:PORT")
     return host or "localhost", int(port)
 
 
-def connect(address: str, role: str, timeout: float = 10.0) -> mqtt.Client:
+def connect(broker: str | BrokerTarget, role: str, timeout: float = 10.0) -> mqtt.Client:
     """Connect, start the network loop, and return once the broker has accepted us."""
-    host, port = parse_broker(address)
+    broker = target(broker) if isinstance(broker, str) else broker
+    host, port = broker.host_port
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                          client_id=f"edgefleet-{role}-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv311)
+    try:
+        broker.security.apply(client)
+    except SecurityError as exc:
+        raise BrokerError(str(exc)) from None
     done = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -39,9 +77,19 @@ def connect(address: str, role: str, timeout: float = 10.0) -> mqtt.Client:
         disable_nagle(client)
         done.set()
 
-    client.on_connect = on_connect
+    def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                      properties: Any) -> None:
+        outcome.setdefault("closed", reason_code)
+        done.set()
+
+    client.on_connect, client.on_disconnect = on_connect, on_disconnect
     try:
         client.connect(host, port, keepalive=30)
+    except ssl.SSLCertVerificationError as exc:
+        raise BrokerError(tls_failure(host, port, exc)) from None
+    except ssl.SSLError as exc:
+        raise BrokerError(f"TLS handshake with the broker at {host}:{port} failed ({exc.reason or exc}); "
+                          "does it listen with TLS on that port?") from None
     except OSError as exc:
         raise BrokerError(
             f"cannot reach the MQTT broker at {host}:{port} ({exc}). Start one (e.g. "
@@ -51,10 +99,22 @@ def connect(address: str, role: str, timeout: float = 10.0) -> mqtt.Client:
     if not done.wait(timeout):
         client.loop_stop()
         raise BrokerError(f"no answer from the MQTT broker at {host}:{port} within {timeout:.0f} s")
-    if outcome["rc"].is_failure:
+    rc = outcome.get("rc")
+    if rc is None or rc.is_failure:
         client.loop_stop()
-        raise BrokerError(f"the broker at {host}:{port} refused the connection: {outcome['rc']}")
+        raise BrokerError(_refusal(broker, rc))
+    client.on_disconnect = None
     return client
+
+
+def _refusal(broker: BrokerTarget, rc: Any) -> str:
+    host, port = broker.host_port
+    if rc is None:  # closed without a CONNACK: a TLS listener spoken to in clear text, mostly
+        hint = ("is it a TLS listener? use mqtts://HOST:PORT or --tls (with --ca-file)"
+                if not broker.security.uses_tls else "does it take this client certificate?")
+        return f"the broker at {host}:{port} closed the connection before accepting it; {hint}"
+    hint = " (check --username and --password-file)" if rc.value in (134, 135) else ""
+    return f"the broker at {host}:{port} refused the connection: {rc}{hint}"
 
 
 def close(client: mqtt.Client) -> None:

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 
 from edgefleet.fleet.broker import free_port
 from edgefleet.fleet.publish import PublishResult
+from edgefleet.mqtt_security import MqttSecurity
 from edgefleet.protocol.desired import BundleRef, desired_payload
 from edgefleet.protocol.signing import SigningKey
 
@@ -82,13 +83,20 @@ def find_mosquitto() -> str | None:
 class Mosquitto:
     """A private Mosquitto on a free loopback port; tests may stop and restart it."""
 
-    def __init__(self, binary: str, folder: Path):
+    def __init__(self, binary: str, folder: Path, persistence: bool = False):
+        """PERSISTENCE: retained messages saved to FOLDER every second, so they outlive a SIGKILL."""
         self.binary, self.folder = binary, folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.host, self.port = "127.0.0.1", free_port()
         self.conf = folder / "mosquitto.conf"
+        self.db = folder / "mosquitto.db"
+        saved = (f"persistence true\npersistence_location {folder}/\nautosave_interval 1\n" if persistence
+                 else "persistence false\n")
+        if persistence and os.geteuid() == 0:  # else it saves as `mosquitto`, which cannot write here
+            saved += "user root\n"
         # set_tcp_nodelay: request/response over MQTT otherwise waits on Nagle (~40 ms a hop)
         self.conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n"
-                             "persistence false\nset_tcp_nodelay true\n"
+                             f"{saved}set_tcp_nodelay true\n"
                              f"log_dest file {folder / 'mosquitto.log'}\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -107,16 +115,25 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to clients, nothing saved since the last autosave."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
 
 class Watcher:
     """Collects messages on some topics; tests wait for a condition on them."""
 
-    def __init__(self, address: str, topics: list[str]):
+    def __init__(self, address: str, topics: list[str], security: MqttSecurity | None = None):
+        """SECURITY: TLS and a login, for a broker that asks for them."""
         host, port = address.rsplit(":", 1)
         self.messages: list[tuple[str, bytes, bool]] = []
         self.latest: dict[str, bytes] = {}
         self._cond = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if security is not None:
+            security.apply(self.client)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, *a: c.subscribe([(t, 1) for t in topics])
         self.client.connect(host, int(port))
@@ -162,6 +179,7 @@ class AgentProcess:
                  extra_toml: str = "", http_port: int | None = None, mqtt_toml: str = ""):
         """EXTRA_TOML goes at the end (into [delivery] unless it opens a table), MQTT_TOML into [mqtt]."""
         self.folder, self.device_id = folder, device_id
+        folder.mkdir(parents=True, exist_ok=True)
         host, port = broker.rsplit(":", 1)
         self.http_port = http_port or free_port()
         self.state_dir = folder / "state"

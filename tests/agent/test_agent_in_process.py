@@ -126,7 +126,9 @@ def test_the_last_will_says_offline_without_a_time_the_agent_could_not_know(star
         reported = watcher.wait_for(topics.reported("pi-will"), lambda r: r.get("state") == "idle", 15)
         _cut_link(running.agent)
         offline = watcher.wait_for(topics.status("pi-will"), lambda s: s["state"] == "offline", 30)
-        assert offline == {"state": "offline"}  # no stale connect time passed off as "when"
+        # no stale connect time passed off as "when"; the instance is the online one's
+        assert offline["instance"] == online["instance"] and "ts" not in offline
+        assert offline["since"] <= online["ts"]  # when the session began, not when it ended
         from edgefleet.fleet.monitor import DeviceView
 
         view = DeviceView("pi-will", status=offline, reported=reported)

@@ -8,7 +8,8 @@ import json
 from edgefleet.agent.reporter import Context, Reporter
 from edgefleet.agent.telemetry import SystemSampler
 
-FIELDS = {"bundle_id", "state", "progress", "chunks_have", "chunks_total", "chunks_resumed", "updated_at"}
+FIELDS = {"bundle_id", "state", "progress", "chunks_have", "chunks_total", "chunks_resumed",
+          "chunks_refetched", "updated_at"}
 
 
 def test_install_fields_are_there_before_the_manifest_and_kept_after():

@@ -158,6 +158,9 @@ def test_reconnection_subscribes_again_to_what_is_outstanding():
     t.chunk_received(0, CHUNKS[0], now=2.0)
     assert t.reconnected(now=50.0) == [tx.Subscribe(chunks=(1, 2, 3))]
     assert t.tick(now=59.0) == []  # the reconnection restarted their timeouts
+    assert t.refetched == 3  # counted: what a reconnection asks for again, never beyond the window
+    t.tick(now=70.0)  # all three late
+    assert t.refetched == 6
 
 
 def test_a_chunk_that_cannot_be_stored_fails_the_transfer_with_the_reason():

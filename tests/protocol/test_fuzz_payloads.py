@@ -108,3 +108,16 @@ def test_mqtt5_response_topics_never_leave_the_device_s_sub_tree(topic):
     route = Replies("p/devices/d/response/infer", "p/devices/d/response/", lambda *a: None).route(topic, None)
     if route.refused is None:
         assert topic.startswith("p/devices/d/response/") and "+" not in topic and "#" not in topic
+
+
+status_bodies = _obj({"state": st.sampled_from(["online", "offline", "stopped"]),
+                      "ts": st.floats() | st.integers(-2**70, 2**70), "since": st.floats() | st.booleans(),
+                      "instance": st.sampled_from(["aaaa", "bbbb"])})
+
+
+@EXAMPLES
+@given(st.binary(max_size=300) | status_bodies.map(lambda b: json.dumps(b).encode()))
+def test_the_agent_s_own_status_topic(payload):
+    from edgefleet.agent.link import foreign_status
+
+    assert foreign_status(payload, "aaaa", 1000.0) in (True, False)

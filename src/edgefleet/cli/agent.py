@@ -157,8 +157,10 @@ def _print_report(report: Any) -> None:
     warnings = len(report.problems) - errors
     if not report.problems:
         cfg = report.config
-        click.echo(f"{report.path}: OK (device {cfg.device_id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
-                   f"state {cfg.state_dir}, trust {cfg.trust_dir})")
+        mqtt = cfg.mqtt
+        click.echo(f"{report.path}: OK (device {cfg.device_id}, broker {mqtt.host}:{mqtt.broker_port}"
+                   f"{' over TLS' if mqtt.security.uses_tls else ''}, state {cfg.state_dir}, "
+                   f"trust {cfg.trust_dir})")
         return
     verdict = f"{errors} error(s), the agent would not work" if errors else "OK"
     click.echo(f"{report.path}: {verdict}, {warnings} warning(s)", err=not report.ok)

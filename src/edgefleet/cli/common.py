@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -71,9 +72,52 @@ def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
-broker_option = click.option(
-    "--broker", default=lambda: os.environ.get("EDGEFLEET_BROKER", DEFAULT_BROKER),
-    show_default=f"$EDGEFLEET_BROKER or {DEFAULT_BROKER}", help="MQTT broker as HOST:PORT.")
+def _env_option(name: str, env: str, help: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(name, envvar=f"EDGEFLEET_MQTT_{env}", show_envvar=True, help=help, **kwargs)
+
+
+_FILE = click.Path(dir_okay=False)
+_SECURITY_OPTIONS = [
+    click.option("--broker", default=lambda: os.environ.get("EDGEFLEET_BROKER", DEFAULT_BROKER),
+                 show_default=f"$EDGEFLEET_BROKER or {DEFAULT_BROKER}",
+                 help="MQTT broker as HOST:PORT, mqtt://HOST:PORT or mqtts://HOST:PORT (TLS, port 8883 "
+                      "by default)."),
+    _env_option("--tls", "TLS", "TLS to the broker (also with an mqtts:// address, --ca-file or "
+                "--client-cert); its certificate and name are always checked.", is_flag=True),
+    _env_option("--ca-file", "CA_FILE", "PEM file of the CA that signed the broker's certificate "
+                "(default: the system's).", type=_FILE),
+    _env_option("--client-cert", "CLIENT_CERT", "Client certificate (PEM), for brokers that ask for one.",
+                type=_FILE),
+    _env_option("--client-key", "CLIENT_KEY", "The client certificate's private key (PEM).", type=_FILE),
+    _env_option("--username", "USERNAME", "MQTT username."),
+    _env_option("--password-file", "PASSWORD_FILE", "File whose first line is the MQTT password (or set "
+                "$EDGEFLEET_MQTT_PASSWORD).", type=_FILE),
+]
+
+
+def broker_option(command: F) -> F:
+    """--broker and the TLS and login options, handed to COMMAND as one BrokerTarget `broker`."""
+
+    @functools.wraps(command)
+    def with_target(*args: Any, **kwargs: Any) -> Any:
+        need("device", "paho.mqtt")  # imported only now: `edgefleet --help` works without it
+        from edgefleet.fleet.connection import BrokerError, target
+        from edgefleet.mqtt_security import MqttSecurity
+
+        security = MqttSecurity(
+            tls=kwargs.pop("tls"), ca_file=kwargs.pop("ca_file") or "",
+            cert_file=kwargs.pop("client_cert") or "", key_file=kwargs.pop("client_key") or "",
+            username=kwargs.pop("username") or "", password_file=kwargs.pop("password_file") or "",
+            password=os.environ.get("EDGEFLEET_MQTT_PASSWORD", ""))
+        try:
+            kwargs["broker"] = target(kwargs["broker"], security)
+        except BrokerError as exc:
+            raise click.BadParameter(str(exc), param_hint="--broker") from None
+        return command(*args, **kwargs)
+
+    for option in reversed(_SECURITY_OPTIONS):  # decorators apply bottom-up: keep the order above
+        with_target = option(with_target)
+    return with_target  # type: ignore[return-value]
 prefix_option = click.option(
     "--prefix", default=lambda: os.environ.get("EDGEFLEET_PREFIX", "edgefleet"),
     show_default="$EDGEFLEET_PREFIX or edgefleet", help="Base topic of the fleet.")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgefleet.cli.common import DEFAULT_KEY, F, broker_option, emit_json, need, prefix_option
+
+if TYPE_CHECKING:
+    from edgefleet.fleet.connection import BrokerTarget
 
 _targets = [
     click.option("--device", "devices", multiple=True, help="Device id (repeatable)."),
@@ -22,7 +25,7 @@ def _with_targets(command: F) -> F:
     return command
 
 
-def _run(action: Callable[[Any, Any], list[str]], broker: str, prefix: str, devices: tuple[str, ...],
+def _run(action: Callable[[Any, Any], list[str]], broker: BrokerTarget, prefix: str, devices: tuple[str, ...],
          groups: tuple[str, ...], what: str, as_json: bool) -> None:
     """ACTION(client, topics) on one connection; the topics it set, printed."""
     from edgefleet.fleet.connection import BrokerError, close, connect
@@ -55,7 +58,7 @@ def _run(action: Callable[[Any, Any], list[str]], broker: str, prefix: str, devi
 @broker_option
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def rollback(devices: tuple[str, ...], groups: tuple[str, ...], key: Path, broker: str, prefix: str,
+def rollback(devices: tuple[str, ...], groups: tuple[str, ...], key: Path, broker: BrokerTarget, prefix: str,
              as_json: bool) -> None:
     """Send each device back to the bundle it ran before (kept on its disk: no download).
 
@@ -90,7 +93,7 @@ def desired() -> None:
 @broker_option
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def desired_clear(devices: tuple[str, ...], groups: tuple[str, ...], broker: str, prefix: str,
+def desired_clear(devices: tuple[str, ...], groups: tuple[str, ...], broker: BrokerTarget, prefix: str,
                   as_json: bool) -> None:
     """Remove the retained desired state of devices or groups. The devices keep running what
     they run; a device whose own is cleared follows its groups' again.
@@ -113,7 +116,7 @@ def desired_clear(devices: tuple[str, ...], groups: tuple[str, ...], broker: str
 @broker_option
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def gc(dry_run: bool, wait: float, broker: str, prefix: str, as_json: bool) -> None:
+def gc(dry_run: bool, wait: float, broker: BrokerTarget, prefix: str, as_json: bool) -> None:
     """Remove the retained bundles (manifest and chunks) that no desired state names and no
     device reports as active, previous, being installed or desired.
 

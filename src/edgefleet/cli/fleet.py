@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgefleet.cli.common import DEFAULT_KEY, broker_option, emit_json, need, prefix_option
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from edgefleet.fleet.connection import BrokerTarget
 
 
 @click.command()
@@ -30,7 +34,8 @@ from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CH
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key: Path,
-            chunk_size: int, unsigned: bool, rollback: bool, broker: str, prefix: str, as_json: bool) -> None:
+            chunk_size: int, unsigned: bool, rollback: bool, broker: BrokerTarget, prefix: str,
+            as_json: bool) -> None:
     """Put BUNDLE on the broker as retained chunks and set the desired state, signed with
     the same key as the transfer.
 
@@ -100,7 +105,8 @@ def publish(bundle: Path, devices: tuple[str, ...], groups: tuple[str, ...], key
 @broker_option
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print the whole answer (every output) as JSON.")
-def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, as_json: bool) -> None:
+def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefix: str,
+          as_json: bool) -> None:
     """Ask DEVICE over MQTT to run its active model on INPUTS: a .npy array (one sample or
     a batch) for a one-input model, or a .npz with one array per input name (or `x`).
 
@@ -152,7 +158,7 @@ def infer(inputs: Path, device: str, timeout: float, broker: str, prefix: str, a
               help="With --once: listen this long at most (stops early when every online "
                    "device has sent telemetry).")
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the snapshot as JSON.")
-def monitor(broker: str, prefix: str, once: bool, wait: float, as_json: bool) -> None:
+def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json: bool) -> None:
     """A live table of the devices: status, model, latency, CPU, memory, temperature.
 
     \b

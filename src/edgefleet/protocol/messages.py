@@ -66,10 +66,18 @@ def _json_object(payload: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
-def status_payload(state: str, stamped: bool = True) -> bytes:
-    """`{"state", "ts"}`; the last will is not STAMPED: the broker sends it later, when it
-    notices the device has gone, so any time in it would be the connect time."""
-    return dumps({"state": state, "ts": time.time()} if stamped else {"state": state})
+def status_payload(state: str, stamped: bool = True, instance: str | None = None,
+                   since: float | None = None) -> bytes:
+    """`{"state", "ts", "instance"}`; the last will is not STAMPED: the broker sends it later,
+    when it notices the device has gone, so any time in it would be the connect time (it says
+    so as SINCE instead). INSTANCE: the agent process's own id, so that another agent with the
+    same device id shows."""
+    body: dict[str, Any] = {"state": state, "ts": time.time()} if stamped else {"state": state}
+    if instance:
+        body["instance"] = instance
+    if since is not None:
+        body["since"] = since
+    return dumps(body)
 
 
 def encode_array(array: np.ndarray) -> str:

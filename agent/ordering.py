@@ -24,7 +24,10 @@ log = logging.getLogger("edgefleet.agent")
 
 
 def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):  # parse_desired bounds it; an old desired.json may not
+        return f"{t!r} s since 1970"
 
 
 class Ordering:

@@ -105,6 +105,9 @@ def _bundle(value: Any) -> BundleRef | None:
     return ref
 
 
+LATEST_SET_AT = 253402300800  # 10000-01-01T00:00:00Z
+
+
 def parse_desired(payload: bytes, trust: TrustStore, kind: str, target: str) -> Desired:
     """The desired state a message on KIND TARGET's desired topic asks for; an empty payload
     (the retained message was cleared) asks for nothing. MessageError says what is wrong."""
@@ -132,6 +135,9 @@ def parse_desired(payload: bytes, trust: TrustStore, kind: str, target: str) -> 
     set_at, rollback = body.get("set_at"), body.get("rollback", False)
     if isinstance(set_at, bool) or not isinstance(set_at, (int, float)) or not math.isfinite(set_at):
         raise MessageError("desired state: set_at must be a finite number (seconds since 1970)")
+    if not 0 <= set_at < LATEST_SET_AT:  # beyond it, no clock can print it (and none set it)
+        raise MessageError(f"desired state: set_at {set_at!r} is not a time between 1970 and 9999 "
+                           "(seconds since 1970)")
     if not isinstance(rollback, bool):
         raise MessageError("desired state: rollback must be true or false")
     set_by = body.get("set_by", "")

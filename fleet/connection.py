@@ -33,10 +33,6 @@ class BrokerTarget:
     def host_port(self) -> tuple[str, int]:
         return parse_broker(self.address, self.security.default_port())
 
-    def __str__(self) -> str:
-        host, port = self.host_port
-        return f"{'mqtts' if self.security.uses_tls else 'mqtt'}://{host}:{port}"
-
 
 def target(address: str, security: MqttSecurity = PLAIN) -> BrokerTarget:
     """An address with an mqtts:// scheme turns TLS on."""

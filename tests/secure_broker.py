@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgefleet.fleet.broker import free_port
 from edgefleet.mqtt_security import MqttSecurity
-from tests.support import ROOT, wait_port
+from tests.support import ROOT, Mosquitto
 
 DOCS = ROOT / "docs" / "mosquitto"
 MAKE_CERTS = DOCS / "make-certs.sh"
@@ -24,7 +24,10 @@ def make_certs(folder: Path, broker_name: str, *clients: str) -> Path:
     return folder
 
 
-class SecureMosquitto:
+class SecureMosquitto(Mosquitto):
+    """Starts, stops and is killed as Mosquitto does; only its configuration is its own (so
+    Mosquitto.__init__, which writes the open one, is not called)."""
+
     def __init__(self, binary: str, folder: Path, users: tuple[str, ...], client_certs: tuple[str, ...] = (),
                  require_certificates: bool = False):
         """USERS get a random password each (password_files); CLIENT_CERTS a certificate each;
@@ -63,10 +66,6 @@ class SecureMosquitto:
         self.conf.write_text(conf)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
     def security(self, user: str | None = None, cert: str | None = None,
                  ca: Path | None = None) -> MqttSecurity:
         """How USER (with its password) or the holder of certificate CERT logs in, trusting CA."""
@@ -86,14 +85,3 @@ class SecureMosquitto:
         keys = ("ca_file", "cert_file", "key_file", "username", "password_file")
         lines = [f'{k} = "{getattr(security, k)}"\n' for k in keys if getattr(security, k)]
         return "tls = true\n" + "".join(lines)
-
-    def start(self) -> SecureMosquitto:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.host, self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)

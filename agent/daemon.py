@@ -389,6 +389,7 @@ class Agent:
         board = {"board": self.board.model, "profile": self.cfg.board.profile or self.board.profile,
                  "detected": self.board.as_dict(), "power_source": self.power.label}
         return Context(self.serving, want.bundle_id, self.desired_source, previous,
-                       {"version": __version__, **board, "local_api": self.local_api_address,
+                       {"version": __version__, **board, "groups": list(self.cfg.groups),
+                        "local_api": self.local_api_address,
                         "allow_unsigned": self.cfg.trust.allow_unsigned, "spool": self.spool.stats()},
                        want.signed_by or None)

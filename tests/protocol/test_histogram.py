@@ -4,6 +4,7 @@ devices, quantiles within the bucket resolution, and strict parsing of what devi
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -76,3 +77,13 @@ def test_a_histogram_survives_its_json_form():
 def test_a_malformed_histogram_is_refused_with_the_field_named(payload, reason):
     with pytest.raises(HistogramError, match=reason.replace("[", r"\[").replace("]", r"\]")):
         Histogram.from_dict(payload)
+
+
+def test_several_quantiles_in_one_pass_equal_each_read_alone():
+    rng = random.Random(7)
+    qs = (0.5, 0.95, 0.99, 0.0, 1.0, 0.25)
+    for _ in range(300):
+        h = Histogram()
+        for _ in range(rng.randint(0, 60)):
+            h.add(rng.choice([0.0, rng.lognormvariate(-6, 1)]))
+        assert h.quantiles(qs) == [h.quantile(q) for q in qs]

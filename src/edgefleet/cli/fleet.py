@@ -158,35 +158,56 @@ def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefi
               help="With --once: listen this long at most (stops early when every online "
                    "device has sent telemetry).")
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the snapshot as JSON.")
-def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json: bool) -> None:
-    """A live table of the devices: status, model, latency, CPU, memory, temperature.
+@click.option("--group", help="Only the devices in this group.")
+@click.option("--model", help="Only the devices running this model (NAME or NAME:VERSION).")
+@click.option("--status", type=click.Choice(["online", "stale", "offline", "stopped", "unknown", "failed"]),
+              help="Only the devices in this state (failed: their last install failed).")
+@click.option("--sort", type=click.Choice(["device", "status", "model", "p95", "energy", "seen"]),
+              default="device", show_default=True,
+              help="Order of the devices (p95, energy, seen: highest first).")
+@click.option("--share", metavar="NAME",
+              help="Take telemetry through the shared subscription $share/NAME/..., so that monitors "
+                   "started with the same NAME each get part of it (docs/operations.md).")
+def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json: bool, group: str | None,
+            model: str | None, status: str | None, sort: str, share: str | None) -> None:
+    """A live view of the devices: status, model (active and desired), delegate, latency,
+    throughput, power, energy per inference, temperature, last seen; and a table per model
+    version across the fleet.
 
     \b
     Examples:
       edgefleet monitor --broker 127.0.0.1:1883
+      edgefleet monitor --group kitchen --sort p95 --broker 127.0.0.1:1883
       edgefleet monitor --once --json --broker 127.0.0.1:1883
     """
     if as_json and not once:  # a usage error first: it holds whatever is installed
         raise click.UsageError("--json goes with --once")
     need("fleet", "rich")
     from edgefleet.fleet.connection import BrokerError, close, connect
-    from edgefleet.fleet.monitor import collect, render_table, snapshot_json, watch
+    from edgefleet.fleet.live_view import Filters
+    from edgefleet.fleet.monitor import collect, render_table, watch
     from edgefleet.protocol.topics import Topics
 
+    filters = Filters(group, model, status, sort)
     try:
         client = connect(broker, "monitor")
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from None
     try:
         if not once:
-            watch(client, Topics(prefix))
+            watch(client, Topics(prefix), filters, share)
             return
         view = collect(client, Topics(prefix), wait)
     finally:
         close(client)
     if as_json:
-        click.echo(snapshot_json(view))
+        snapshot = view.snapshot()
+        rows = [r for r in snapshot["devices"] if filters.keep(r)]
+        snapshot["devices"] = rows
+        kept = {r["device_id"] for r in rows}
+        snapshot["raw"] = {d: raw for d, raw in snapshot["raw"].items() if d in kept}
+        emit_json(snapshot)
     else:
         from rich.console import Console
 
-        Console().print(render_table(view))
+        Console().print(render_table(view, filters))

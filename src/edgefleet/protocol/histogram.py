@@ -87,6 +87,30 @@ class Histogram:
                 return min(math.sqrt(low * high), self.max_s) if self.max_s > 0 else math.sqrt(low * high)
         return self.max_s
 
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """quantile(q) for each of QS, in one pass over the buckets."""
+        return [self.quantile(q) for q in qs] if len(qs) < 2 or not self.count else self._walk(qs)
+
+    def _walk(self, qs: tuple[float, ...]) -> list[float | None]:
+        order = sorted(range(len(qs)), key=qs.__getitem__)
+        out: list[float | None] = [None] * len(qs)
+        seen, k = self.zero_count, 0
+        while k < len(order) and qs[order[k]] * self.count <= seen:
+            out[order[k]] = 0.0 if qs[order[k]] < 1 else self.max_s
+            k += 1
+        for i in sorted(self.buckets):
+            seen += self.buckets[i]
+            while k < len(order) and qs[order[k]] * self.count <= seen:
+                out[order[k]] = self.quantile(qs[order[k]]) if qs[order[k]] >= 1 else self._middle(i)
+                k += 1
+        for j in order[k:]:
+            out[j] = self.max_s
+        return out
+
+    def _middle(self, index: int) -> float:
+        low, high = bucket_bounds(index, self.schema)
+        return min(math.sqrt(low * high), self.max_s) if self.max_s > 0 else math.sqrt(low * high)
+
     def as_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, "count": self.count, "sum_s": round(self.sum_s, 9),
                 "max_s": round(self.max_s, 9), "zero_count": self.zero_count,

@@ -76,3 +76,10 @@ class Topics:
             return None
         rest = topic[len(head):]
         return rest.split("/", 1)[0] or None
+
+    def group_of(self, topic: str) -> str | None:
+        """The group in a `<prefix>/groups/<group>/...` topic, or None."""
+        head = f"{self.prefix}/groups/"
+        if not topic.startswith(head):
+            return None
+        return topic[len(head):].split("/", 1)[0] or None

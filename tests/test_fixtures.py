@@ -37,3 +37,15 @@ def test_bundle_passes_its_self_test_and_classifies_held_out_digits(keys, tiny):
 def test_fixtures_stay_small():
     sizes = {p.name: p.stat().st_size for p in FIXTURES.iterdir() if p.is_file()}
     assert sum(sizes.values()) <= MAX_FIXTURE_BYTES, sizes
+
+
+def test_the_wide_bundle_is_signed_self_tests_and_takes_what_the_tiny_one_takes(keys, tiny):
+    trust = TrustStore.from_folder(keys.trust_dir)
+    wide = open_bundle((FIXTURES / "tiny-digits-wide.efb").read_bytes(), trust)
+    small = open_bundle(tiny.bundle.read_bytes(), trust)
+    assert wide.signed_by == keys.key.key_id and wide.name == small.name
+    model = TFLiteModel(wide.model_bytes)
+    assert run_selftest(model, wide).passed
+    reference = TFLiteModel(small.model_bytes)
+    assert [s.as_dict() for s in model.inputs] == [s.as_dict() for s in reference.inputs]
+    assert [s.shape for s in model.outputs] == [s.shape for s in reference.outputs]

@@ -18,7 +18,8 @@ COMMANDS = {"keys": ("keys", "keys"), "convert": ("convert", "convert"), "distil
             "inspect": ("inspect", "inspect"), "publish": ("fleet", "publish"), "infer": ("fleet", "infer"),
             "pack": ("pack", "pack"), "agent": ("agent", "agent"), "monitor": ("fleet", "monitor"),
             "demo": ("demo", "demo"), "rollback": ("desired", "rollback"), "desired": ("desired", "desired"),
-            "gc": ("desired", "gc"), "devices": ("devices", "devices"), "simulate": ("simulate", "simulate")}
+            "gc": ("desired", "gc"), "devices": ("devices", "devices"), "simulate": ("simulate", "simulate"),
+            "rollout": ("rollout", "rollout")}
 
 
 class _LazyGroup(click.Group):

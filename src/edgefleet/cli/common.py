@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,3 +124,13 @@ prefix_option = click.option(
     show_default="$EDGEFLEET_PREFIX or edgefleet", help="Base topic of the fleet.")
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '10m', '1h', '2d' or '1h30m'."""
+    parts = _DURATION.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise click.BadParameter(f"{text!r} is not a duration such as 30s, 10m, 1h or 2d")
+    return sum(float(n) * _UNITS[u] for n, u in parts)

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import click
 
-from edgefleet.cli.common import broker_option, emit_json, need, prefix_option
+from edgefleet.cli.common import broker_option, emit_json, need, parse_duration, prefix_option
 
 if TYPE_CHECKING:
     from edgefleet.fleet.connection import BrokerTarget
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90s', '10m', '1h', '2d' or '1h30m'."""
-    parts = _DURATION.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise click.BadParameter(f"{text!r} is not a duration such as 30s, 10m, 1h or 2d")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
 
 @click.group()
 def devices() -> None:

@@ -64,13 +64,22 @@ def render_table(view: FleetView, filters: Filters = EVERY) -> Any:
 
 
 def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY,
-          share: str | None = None) -> None:
-    """Live view until Ctrl-C."""
+          share: str | None = None, prometheus: str | None = None) -> None:
+    """Live view until Ctrl-C; PROMETHEUS: also serve the metrics there (exporter.py)."""
     from edgefleet.fleet.live_view import watch as live
 
     view = FleetView(topics)
     attach(client, view, share)
-    live(view, filters)
+    server = None
+    if prometheus:
+        from edgefleet.fleet.exporter import serve
+
+        server = serve(view, prometheus)
+    try:
+        live(view, filters)
+    finally:
+        if server is not None:
+            server.shutdown()
 
 
 def snapshot_json(view: FleetView) -> str:

@@ -19,7 +19,7 @@ COMMANDS = {"keys": ("keys", "keys"), "convert": ("convert", "convert"), "distil
             "pack": ("pack", "pack"), "agent": ("agent", "agent"), "monitor": ("fleet", "monitor"),
             "demo": ("demo", "demo"), "rollback": ("desired", "rollback"), "desired": ("desired", "desired"),
             "gc": ("desired", "gc"), "devices": ("devices", "devices"), "simulate": ("simulate", "simulate"),
-            "rollout": ("rollout", "rollout")}
+            "rollout": ("rollout", "rollout"), "exporter": ("exporter", "exporter")}
 
 
 class _LazyGroup(click.Group):

@@ -168,8 +168,11 @@ def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefi
 @click.option("--share", metavar="NAME",
               help="Take telemetry through the shared subscription $share/NAME/..., so that monitors "
                    "started with the same NAME each get part of it (docs/operations.md).")
+@click.option("--prometheus", "prometheus", metavar="[HOST]:PORT",
+              help="Also serve the fleet's metrics for Prometheus there (as 'edgefleet exporter').")
 def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json: bool, group: str | None,
-            model: str | None, status: str | None, sort: str, share: str | None) -> None:
+            model: str | None, status: str | None, sort: str, share: str | None,
+            prometheus: str | None) -> None:
     """A live view of the devices: status, model (active and desired), delegate, latency,
     throughput, power, energy per inference, temperature, last seen; and a table per model
     version across the fleet.
@@ -195,7 +198,7 @@ def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json:
         raise click.ClickException(str(exc)) from None
     try:
         if not once:
-            watch(client, Topics(prefix), filters, share)
+            watch(client, Topics(prefix), filters, share, prometheus)
             return
         view = collect(client, Topics(prefix), wait)
     finally:

@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import BucketSpan, NativeHistogram
 
+from edgefleet.fleet.alerts import evaluate
 from edgefleet.fleet.fleet_view import FleetView, versions
 from edgefleet.protocol.histogram import Histogram, HistogramError, bucket_bounds
 
@@ -94,8 +95,7 @@ class FleetCollector(Collector):
                          "its activation, from the device's own histogram", "histogram")
         for row in rows:
             d = row["device_id"]
-            labels = [d, ",".join(row["groups"]), row["model_name"] or "", row["model_version"] or "",
-                      row["delegate"] or ""]
+            labels = self._labels(row)
             named = dict(zip(LABELS, labels, strict=True))
             for s in STATUSES:
                 status.add_metric([*labels, s], 1.0 if row["status"] == s else 0.0)
@@ -138,10 +138,26 @@ class FleetCollector(Collector):
                 latency.add_sample(latency.name, named, 0.0, native_histogram=native(h))
         yield from (status, seen, p95, watts, joules, temp, throttled, fallback, share, failed, total, errors,
                     latency)
-        yield from self._versions()
+        version_rows = versions(self.view)
+        yield from self._versions(version_rows)
+        yield self._alerts(rows, version_rows)
         yield from self._monitor()
 
-    def _versions(self) -> Iterator[Metric]:
+    @staticmethod
+    def _labels(row: dict[str, Any]) -> list[str]:
+        return [row["device_id"], ",".join(row["groups"]), row["model_name"] or "",
+                row["model_version"] or "", row["delegate"] or ""]
+
+    def _alerts(self, rows: list[dict[str, Any]], version_rows: list[dict[str, Any]]) -> Metric:
+        family = GaugeMetricFamily("edgefleet_alert", "1 for each alert that holds now (fleet/alerts.py): "
+                                   "offline, stale, latency_regression, energy_regression, throttled, "
+                                   "cpu_fallback, install_failed", labels=[*LABELS, "kind", "severity"])
+        by_id = {r["device_id"]: r for r in rows}
+        for a in evaluate(self.view, version_rows, rows):
+            family.add_metric([*self._labels(by_id[a["device_id"]]), a["kind"], a["severity"]], 1.0)
+        return family
+
+    def _versions(self, version_rows: list[dict[str, Any]]) -> Iterator[Metric]:
         labels = ["model", "version"]
         devices = GaugeMetricFamily("edgefleet_version_devices", "Devices whose telemetry names this version",
                                     labels=labels)
@@ -150,14 +166,24 @@ class FleetCollector(Collector):
         joules = GaugeMetricFamily("edgefleet_version_energy_per_inference_joules", "Energy per inference of "
                                    "the version across the fleet, over the devices' latest windows",
                                    labels=labels)
-        for r in versions(self.view):
+        p95_median = GaugeMetricFamily("edgefleet_version_latency_p95_median_seconds", "Median over the "
+                                       "version's devices of their own p95: what a regression is judged "
+                                       "against", labels=labels)
+        joules_median = GaugeMetricFamily("edgefleet_version_energy_per_inference_median_joules", "Median "
+                                          "over the version's devices of their energy per inference",
+                                          labels=labels)
+        for r in version_rows:
             key = [r["model_name"], r["model_version"]]
             devices.add_metric(key, r["devices"])
+            if r["device_p95_median_ms"] is not None:
+                p95_median.add_metric(key, r["device_p95_median_ms"] / 1000)
+            if r["device_mj_median"] is not None:
+                joules_median.add_metric(key, r["device_mj_median"] / 1000)
             if r["latency_p95_ms"] is not None:
                 p95.add_metric(key, r["latency_p95_ms"] / 1000)
             if r["energy_per_inference_mj"] is not None:
                 joules.add_metric(key, r["energy_per_inference_mj"] / 1000)
-        yield from (devices, p95, joules)
+        yield from (devices, p95, joules, p95_median, joules_median)
 
     def _monitor(self) -> Iterator[Metric]:
         stats = self.view.stats.as_dict()

@@ -9,6 +9,7 @@ holds up ingest.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import deque
@@ -24,6 +25,10 @@ LEAVES = ("status", "reported", "telemetry", "desired")
 STALE_AFTER_INTERVALS = 3  # a device that missed this many telemetry intervals is shown stale
 STALE_MIN_S = 5.0
 LAG_SAMPLES = 20_000  # recent publish-to-ingest delays kept for the percentiles
+# fewer than these and a device's figure is noise, not a regression: a p95 of a handful of
+# inferences, or a window's energy over two inferences instead of twenty
+MIN_LATENCY_SAMPLES = 50
+MIN_WINDOW_INFERENCES = 10
 
 
 def _number(value: Any) -> float | None:
@@ -121,6 +126,8 @@ class DeviceView:
             "power_w": _number(power.get("power_avg_w")),
             "energy_per_inference_mj": _number(power.get("energy_per_inference_mj")),
             "power_source": power.get("power_source"),
+            "window_inferences": _number(power.get("inferences")),
+            "latency_samples": _number(inf.get("latency_samples")),
             "process_cpu_percent": _number(sysm.get("process_cpu_percent")),
             "rss_bytes": sysm.get("rss_bytes"),
             "temperature_c": _number(sysm.get("temperature_c")),
@@ -262,9 +269,16 @@ def versions(view: FleetView) -> list[dict[str, Any]]:
         if not isinstance(name, str) or not isinstance(version, str):
             continue
         g = groups.setdefault((name, version), {"devices": 0, "throughput": 0.0, "energy_j": 0.0,
-                                                "energy_inferences": 0, "errors": 0, "hist": None})
+                                                "energy_inferences": 0, "errors": 0, "hist": None,
+                                                "p95s": [], "mjs": []})
         inf, power = _dict(tel.get("inference")), _dict(tel.get("power"))
         g["devices"] += 1
+        # the medians take the devices whose figure rests on enough inferences (so does alerts.py)
+        p95, mj = _number(inf.get("latency_p95_ms")), _number(power.get("energy_per_inference_mj"))
+        if p95 is not None and (_number(inf.get("latency_samples")) or 0) >= MIN_LATENCY_SAMPLES:
+            g["p95s"].append(p95)
+        if mj is not None and (_number(power.get("inferences")) or 0) >= MIN_WINDOW_INFERENCES:
+            g["mjs"].append(mj)
         g["throughput"] += _number(inf.get("throughput_per_s")) or 0.0
         g["errors"] += int(_number(inf.get("errors_total")) or 0)
         energy, count = _number(power.get("energy_j")), _number(power.get("inferences"))
@@ -288,5 +302,9 @@ def versions(view: FleetView) -> list[dict[str, Any]]:
             "energy_per_inference_mj":
                 round(g["energy_j"] / g["energy_inferences"] * 1000, 3) if g["energy_inferences"] else None,
             "errors": g["errors"],
+            # the typical device, which one slow or hungry device does not move much: what alerts.py
+            # compares each device with
+            "device_p95_median_ms": statistics.median(g["p95s"]) if g["p95s"] else None,
+            "device_mj_median": statistics.median(g["mjs"]) if g["mjs"] else None,
         })
     return out

@@ -14,6 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from edgefleet.fleet.alerts import AlertBook, evaluate
 from edgefleet.fleet.fleet_view import FleetView, versions
 
 # (header, width, right-aligned): 69 characters and 10 spaces between them
@@ -149,11 +150,20 @@ def _sorted(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
 
 
 def render_devices(view: FleetView, filters: Filters = EVERY, height: int | None = None,
-                   width: int = WIDTH, now: float | None = None) -> Group:
-    """The device lines, at most HEIGHT lines in all (None: every device)."""
+                   width: int = WIDTH, now: float | None = None,
+                   version_rows: list[dict[str, Any]] | None = None, book: AlertBook | None = None) -> Group:
+    """The device lines, at most HEIGHT lines in all (None: every device), each device's error
+    and alerts (alerts.py, judged against VERSION_ROWS; BOOK keeps and publishes them) below it."""
     now = time.time() if now is None else now
     every = view.rows(now)
     rows = _sorted([r for r in every if filters.keep(r)], filters.sort)
+    alerts = evaluate(view, versions(view) if version_rows is None else version_rows, every)
+    if book is not None:
+        alerts = book.update(alerts, now)
+    notes: dict[str, list[dict[str, Any]]] = {}
+    for a in alerts:  # the status column already says offline, stale and failed
+        if a["kind"] not in ("offline", "stale", "install_failed"):
+            notes.setdefault(a["device_id"], []).append(a)
     title = Text(f"edgefleet devices ({view.topics.prefix})", style="bold", no_wrap=True, overflow="ellipsis")
     if not view.connected:
         title.append(" - not connected to the broker, reconnecting", style="red")
@@ -165,13 +175,18 @@ def render_devices(view: FleetView, filters: Filters = EVERY, height: int | None
     room = None if height is None else max(height - 4, 1)
     shown = 0
     for row in rows:
-        extra = 1 if row["last_error"] else 0
+        mine = notes.get(row["device_id"], [])
+        extra = (1 if row["last_error"] else 0) + len(mine)
         if room is not None and len(lines) - 2 + 1 + extra > room:
             break
         lines.append(device_line(row, now))
         if row["last_error"]:  # at full width, on its own line: never pushes the columns aside
             error = Text(f"  ↳ {row['last_error']}", style="red", no_wrap=True, overflow="ellipsis")
             lines.append(error)
+        for a in mine:
+            style = "red" if a["severity"] == "critical" else "yellow"
+            lines.append(Text(f"  ⚠ {a['kind']}: {a['summary']}", style=style, no_wrap=True,
+                              overflow="ellipsis"))
         shown += 1
     counts: dict[str, int] = {}
     for r in every:
@@ -181,6 +196,11 @@ def render_devices(view: FleetView, filters: Filters = EVERY, height: int | None
     if shown < len(rows) or len(rows) < len(every):
         foot += f"; showing {shown} of {len(rows)}" + (" matching" if len(rows) < len(every) else "")
         foot += " (--group, --model, --status, --sort)"
+    if alerts:
+        kinds: dict[str, int] = {}
+        for a in alerts:
+            kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
+        foot += "; alerts: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     stats = view.stats.as_dict()
     foot += f"; ingest {stats['messages_per_s']:,.0f} msg/s"
     if stats["lag_p99_s"] is not None:
@@ -204,9 +224,9 @@ def render_versions(rows: list[dict[str, Any]]) -> Table:
 
 
 def render(view: FleetView, filters: Filters = EVERY, height: int | None = None,
-           version_rows: list[dict[str, Any]] | None = None) -> Group:
+           version_rows: list[dict[str, Any]] | None = None, book: AlertBook | None = None) -> Group:
     rows = versions(view) if version_rows is None else version_rows
-    parts: list[RenderableType] = [render_devices(view, filters, height)]
+    parts: list[RenderableType] = [render_devices(view, filters, height, version_rows=rows, book=book)]
     if rows:
         parts += [Text(""), render_versions(rows)]
     parts.append(Text(LEGEND, style="dim"))
@@ -214,7 +234,8 @@ def render(view: FleetView, filters: Filters = EVERY, height: int | None = None,
 
 
 def watch(view: FleetView, filters: Filters = EVERY, min_interval_s: float = 0.5,
-          stop: Callable[[], bool] = lambda: False, console: Any = None) -> None:
+          stop: Callable[[], bool] = lambda: False, console: Any = None,
+          book: AlertBook | None = None) -> None:
     """Redraw until Ctrl-C (or STOP() says so), at most every MIN_INTERVAL_S and never more
     than a tenth of the time: drawing shares the process with ingest, which must keep up."""
     from rich.console import Console
@@ -230,7 +251,7 @@ def watch(view: FleetView, filters: Filters = EVERY, min_interval_s: float = 0.5
                 if time.monotonic() - versions_at > 5.0:  # merging histograms is the costly part
                     version_rows, versions_at = versions(view), time.monotonic()
                 height = max(console.size.height - len(version_rows) - 6, 8)
-                live.update(render(view, filters, height, version_rows), refresh=True)
+                live.update(render(view, filters, height, version_rows, book), refresh=True)
                 spent = time.perf_counter() - began
                 time.sleep(max(min_interval_s, 10 * spent) - spent)
         except KeyboardInterrupt:

@@ -63,20 +63,23 @@ def render_table(view: FleetView, filters: Filters = EVERY) -> Any:
     return render(view, filters)
 
 
-def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY,
-          share: str | None = None, prometheus: str | None = None) -> None:
-    """Live view until Ctrl-C; PROMETHEUS: also serve the metrics there (exporter.py)."""
+def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY, share: str | None = None,
+          prometheus: str | None = None, publish_alerts: bool = False) -> None:
+    """Live view until Ctrl-C; PROMETHEUS: also serve the metrics there (exporter.py);
+    PUBLISH_ALERTS: publish the alerts on <prefix>/alerts/... (alerts.py)."""
+    from edgefleet.fleet.alerts import publishing_book
     from edgefleet.fleet.live_view import watch as live
 
     view = FleetView(topics)
     attach(client, view, share)
+    book = publishing_book(client, topics.prefix) if publish_alerts else None
     server = None
     if prometheus:
         from edgefleet.fleet.exporter import serve
 
         server = serve(view, prometheus)
     try:
-        live(view, filters)
+        live(view, filters, book=book)
     finally:
         if server is not None:
             server.shutdown()

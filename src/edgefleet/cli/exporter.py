@@ -19,9 +19,15 @@ if TYPE_CHECKING:
 @click.option("--share", metavar="NAME",
               help="Take telemetry through $share/NAME/..., so that exporters with the same NAME each "
                    "serve part of the fleet's telemetry (docs/operations.md).")
+@click.option("--publish-alerts", is_flag=True,
+              help="Publish the alerts, retained, on <prefix>/alerts/<device>/<kind> while they last "
+                   "(checked every --alert-interval seconds).")
+@click.option("--alert-interval", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds between two checks of the alerts.")
 @broker_option
 @prefix_option
-def exporter(listen: str, share: str | None, broker: BrokerTarget, prefix: str) -> None:
+def exporter(listen: str, share: str | None, publish_alerts: bool, alert_interval: float,
+             broker: BrokerTarget, prefix: str) -> None:
     """Serve the fleet's metrics for Prometheus at http://LISTEN/metrics: device status and last
     seen, latency (a histogram from the devices' own buckets, native in OpenMetrics 2.0), power,
     energy per inference, temperature, throttling, CPU fallback, failed installs, and
@@ -53,9 +59,17 @@ def exporter(listen: str, share: str | None, broker: BrokerTarget, prefix: str) 
         raise click.ClickException(f"cannot serve on {listen}: {exc}") from None
     host, port = server.server_address[:2]
     click.echo(f"serving the fleet's metrics at http://{host}:{port}/metrics (Ctrl-C stops)")
+    book = None
+    if publish_alerts:
+        from edgefleet.fleet.alerts import evaluate, publishing_book
+        from edgefleet.fleet.fleet_view import versions
+
+        book = publishing_book(client, prefix)
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(alert_interval if book else 3600)
+            if book is not None:
+                book.update(evaluate(view, versions(view)))
     except KeyboardInterrupt:
         pass
     finally:

@@ -170,9 +170,11 @@ def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefi
                    "started with the same NAME each get part of it (docs/operations.md).")
 @click.option("--prometheus", "prometheus", metavar="[HOST]:PORT",
               help="Also serve the fleet's metrics for Prometheus there (as 'edgefleet exporter').")
+@click.option("--publish-alerts", is_flag=True,
+              help="Publish the alerts, retained, on <prefix>/alerts/<device>/<kind> while they last.")
 def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json: bool, group: str | None,
             model: str | None, status: str | None, sort: str, share: str | None,
-            prometheus: str | None) -> None:
+            prometheus: str | None, publish_alerts: bool) -> None:
     """A live view of the devices: status, model (active and desired), delegate, latency,
     throughput, power, energy per inference, temperature, last seen; and a table per model
     version across the fleet.
@@ -198,7 +200,7 @@ def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json:
         raise click.ClickException(str(exc)) from None
     try:
         if not once:
-            watch(client, Topics(prefix), filters, share, prometheus)
+            watch(client, Topics(prefix), filters, share, prometheus, publish_alerts)
             return
         view = collect(client, Topics(prefix), wait)
     finally:

@@ -6,15 +6,17 @@ benchmark).
                                             [--write-docs docs/benchmarks.md]
 
 For each fleet size: `edgefleet simulate` in a process of its own, and the monitor in another
-(FleetView fed by paho, the live view redrawn at its bounded rate into an 80x50 terminal that
-writes to /dev/null, so that drawing costs what it costs on a screen). Then the same with two
+as `edgefleet monitor` runs by default (FleetView fed by paho, recording to an SQLite history,
+the live view redrawn at its bounded rate into an 80x50 terminal that writes to /dev/null, so
+that drawing costs what it costs on a screen). Recorded: the history's rows at the end. Then the same with two
 monitors sharing the telemetry through `$share/bench/...`. Lost: telemetry messages the
 simulator sent and no monitor took in. Lag: a message's receipt by the monitor minus the `ts`
 its device stamped on it (one clock here). CPU: cores used, from each process's CPU time over
 the run. Everything shares this machine's cores, the simulator included.
 
-Exits 1 when one monitor loses a message or its p99 lag is above 1 s, or when a sharing
-monitor takes less than 35 % or more than 65 % of the telemetry.
+Exits 1 when one monitor loses a message or its p99 lag is above 1 s, when a sharing monitor
+takes less than 35 % or more than 65 % of the telemetry, or when a history did not record
+every message its monitor took in.
 """
 
 from __future__ import annotations
@@ -44,16 +46,20 @@ SHARE_BAND = (0.35, 0.65)
 # last messages in flight, prints its figures as JSON.
 MONITOR = textwrap.dedent("""
     import json, sys, threading, time
+    import sqlalchemy as sa
     from rich.console import Console
     from edgefleet.fleet.connection import connect
     from edgefleet.fleet.fleet_view import FleetView
+    from edgefleet.fleet.history import TELEMETRY, History, recorder
     from edgefleet.fleet.live_view import watch
     from edgefleet.fleet.monitor import attach
     from edgefleet.protocol.topics import Topics
-    address, prefix, share = sys.argv[1], sys.argv[2], sys.argv[3] or None
+    address, prefix, share, store = sys.argv[1], sys.argv[2], sys.argv[3] or None, sys.argv[4]
     client = connect(address, "bench-monitor")
     view = FleetView(Topics(prefix))
     view.stats.every_lag = []
+    history = History(store).start()  # as 'edgefleet monitor' records by default
+    view.listeners.append(recorder(history))
     attach(client, view, share)
     time.sleep(1.0)
     done = threading.Event()
@@ -67,12 +73,16 @@ MONITOR = textwrap.dedent("""
     time.sleep(3.0)  # the last messages in flight
     done.set()
     drawing.join()
+    history.close()
     cpu, wall = time.process_time() - start_cpu, time.time() - start
+    with history.engine.connect() as conn:
+        recorded = conn.execute(sa.select(sa.func.count()).select_from(TELEMETRY)).scalar()
     lags = sorted(view.stats.every_lag)
     pick = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] if lags else None
     print(json.dumps({"telemetry": view.stats.telemetry, "devices": len(view.devices),
                       "lag_p50_s": pick(0.5), "lag_p99_s": pick(0.99),
-                      "lag_max_s": lags[-1] if lags else None, "cpu_s": cpu, "wall_s": wall}), flush=True)
+                      "lag_max_s": lags[-1] if lags else None, "cpu_s": cpu, "wall_s": wall,
+                      "recorded": recorded, "dropped": history.dropped}), flush=True)
 """)
 
 
@@ -83,12 +93,13 @@ def _cpu(pid: int) -> float:
     return t.user + t.system
 
 
-def run(broker: Mosquitto, devices: int, seconds: float, monitors: int) -> dict:
+def run(broker: Mosquitto, devices: int, seconds: float, monitors: int, folder: Path) -> dict:
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     share = "bench" if monitors > 1 else ""
-    procs = [subprocess.Popen([sys.executable, "-c", MONITOR, broker.address, prefix, share],
+    procs = [subprocess.Popen([sys.executable, "-c", MONITOR, broker.address, prefix, share,
+                               str(folder / f"{prefix}-{k}.sqlite")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for _ in range(monitors)]
+             for k in range(monitors)]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     sim = subprocess.Popen([sys.executable, "-m", "edgefleet", "simulate", "--devices", str(devices),
@@ -121,15 +132,15 @@ def main() -> int:
     if not binary:
         print("needs a mosquitto binary (apt-get install mosquitto)", file=sys.stderr)
         return 2
-    rows = ["| devices at 1 Hz | monitors | telemetry sent | taken in | lost | lag p50 / p99 (s) "
-            "| monitor CPU (cores) | simulator / broker CPU |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| devices at 1 Hz | monitors | telemetry sent | taken in | lost | recorded | lag p50 / p99 (s) "
+            "| monitor CPU (cores) | simulator / broker CPU |", "|---|---|---|---|---|---|---|---|---|"]
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(binary, Path(tmp)).start()
         try:
             for n in (int(x) for x in args.devices.split(",")):
                 for monitors in (1, 2):
-                    r = run(broker, n, args.seconds, monitors)
+                    r = run(broker, n, args.seconds, monitors, Path(tmp))
                     got = sum(m["telemetry"] for m in r["results"])
                     lost = r["sent"] - got
                     for i, m in enumerate(r["results"]):
@@ -139,8 +150,10 @@ def main() -> int:
                         lag = "-" if p99 is None else f"{p50:.3f} / {p99:.3f}"
                         who = "1" if monitors == 1 else f"{i + 1} of 2, {100 * share:.0f} %"
                         rows.append(f"| {n:,} | {who} | {r['sent']:,} | {m['telemetry']:,} | "
-                                    f"{lost if monitors == 1 else f'{lost} (both)'} | {lag} | {cores:.2f} | "
+                                    f"{lost if monitors == 1 else f'{lost} (both)'} | {m['recorded']:,} | "
+                                    f"{lag} | {cores:.2f} | "
                                     f"{r['sim_cores']:.2f} / {r['broker_cores']:.2f} |")
+                        ok &= m["recorded"] == m["telemetry"]  # the history kept every message taken in
                         if monitors == 1:
                             ok &= lost == 0 and m["lag_p99_s"] is not None and m["lag_p99_s"] <= MAX_P99_S
                         else:

@@ -13,6 +13,7 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +180,10 @@ class FleetView:
     lock: threading.Lock = field(default_factory=threading.Lock)
     connected: bool = True
     stats: IngestStats = field(default_factory=IngestStats)
+    # called after each device message is taken in, with (device_id, leaf, body, the body before):
+    # the history recorder (history.py) listens here
+    listeners: list[Callable[[str, str, dict[str, Any] | None, dict[str, Any] | None], None]] = field(
+        default_factory=list)
 
     def subscriptions(self) -> list[str]:
         return [*(self.topics.all_devices(leaf) for leaf in LEAVES), f"{self.topics.prefix}/groups/+/desired"]
@@ -219,6 +224,7 @@ class FleetView:
                 return
             if view is None:
                 view = self.devices[device_id] = DeviceView(device_id)
+            before = getattr(view, leaf)
             setattr(view, leaf, body)
             if leaf == "telemetry" and body is not None:
                 view.telemetry_received_at = received_at
@@ -228,6 +234,8 @@ class FleetView:
                     self.stats.lags.append(received_at - ts)
                     if self.stats.every_lag is not None:
                         self.stats.every_lag.append(received_at - ts)
+        for listener in self.listeners:
+            listener(device_id, leaf, body, before)
 
     def forget(self, device_id: str) -> bool:
         with self.lock:

@@ -64,13 +64,20 @@ def render_table(view: FleetView, filters: Filters = EVERY) -> Any:
 
 
 def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY, share: str | None = None,
-          prometheus: str | None = None, publish_alerts: bool = False) -> None:
+          prometheus: str | None = None, publish_alerts: bool = False, history: str | None = None) -> None:
     """Live view until Ctrl-C; PROMETHEUS: also serve the metrics there (exporter.py);
-    PUBLISH_ALERTS: publish the alerts on <prefix>/alerts/... (alerts.py)."""
+    PUBLISH_ALERTS: publish the alerts on <prefix>/alerts/... (alerts.py); HISTORY: record there
+    (history.py; "" the default file, None nothing)."""
     from edgefleet.fleet.alerts import publishing_book
     from edgefleet.fleet.live_view import watch as live
 
     view = FleetView(topics)
+    store = None
+    if history is not None:
+        from edgefleet.fleet.history import History, recorder
+
+        store = History(history or None).start()
+        view.listeners.append(recorder(store))
     attach(client, view, share)
     book = publishing_book(client, topics.prefix) if publish_alerts else None
     server = None
@@ -83,6 +90,8 @@ def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY, share: 
     finally:
         if server is not None:
             server.shutdown()
+        if store is not None:
+            store.close()
 
 
 def snapshot_json(view: FleetView) -> str:

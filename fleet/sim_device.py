@@ -76,7 +76,8 @@ class SimDevice:
     def _factor(self, table: dict[str, float]) -> float:
         return table.get(self.active["version"], 1.0) if self.active else 1.0
 
-    def want(self, source: str, bundle: BundleRef | str | None, signed_by: str | None) -> None:
+    def want(self, source: str, bundle: BundleRef | str | None, signed_by: str | None,
+             now: float | None = None) -> None:
         """A desired state arrived from SOURCE ("device" or "group:<g>"); the device's own
         wins, then the groups in the order of its config, as an agent's."""
         self.desired[source] = bundle
@@ -92,7 +93,7 @@ class SimDevice:
             return
         if isinstance(wanted, BundleRef) and (self.active or {}).get("bundle_id") != wanted.bundle_id \
                 and not (self._installing and self._installing[0] == wanted):
-            self._installing = (wanted, time.time())
+            self._installing = (wanted, time.time() if now is None else now)
             self.reported_due = True
 
     def effective(self) -> BundleRef | str | None:
@@ -106,7 +107,7 @@ class SimDevice:
         if self._installing is None:
             return
         bundle, since = self._installing
-        share = (now - since) / max(self.behaviour.install_s, 1e-6)
+        share = max(0.0, (now - since) / max(self.behaviour.install_s, 1e-6))  # a clock set back: not begun
         if share < 1.0:
             stage = INSTALL_STAGES[min(int(share * 3), 2)]
             if not self.install or self.install.get("state") != stage:

@@ -19,7 +19,8 @@ COMMANDS = {"keys": ("keys", "keys"), "convert": ("convert", "convert"), "distil
             "pack": ("pack", "pack"), "agent": ("agent", "agent"), "monitor": ("fleet", "monitor"),
             "demo": ("demo", "demo"), "rollback": ("desired", "rollback"), "desired": ("desired", "desired"),
             "gc": ("desired", "gc"), "devices": ("devices", "devices"), "simulate": ("simulate", "simulate"),
-            "rollout": ("rollout", "rollout"), "exporter": ("exporter", "exporter")}
+            "rollout": ("rollout", "rollout"), "exporter": ("exporter", "exporter"),
+            "report": ("report", "report")}
 
 
 class _LazyGroup(click.Group):

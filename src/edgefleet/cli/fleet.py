@@ -172,9 +172,14 @@ def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefi
               help="Also serve the fleet's metrics for Prometheus there (as 'edgefleet exporter').")
 @click.option("--publish-alerts", is_flag=True,
               help="Publish the alerts, retained, on <prefix>/alerts/<device>/<kind> while they last.")
+@click.option("--history", "history", metavar="PATH|URL",
+              help="Record telemetry and state changes here (default "
+                   "~/.local/state/edgefleet/history.sqlite; a postgresql:// URL for a shared store); "
+                   "'edgefleet report' reads it.")
+@click.option("--no-history", is_flag=True, help="Record nothing.")
 def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json: bool, group: str | None,
             model: str | None, status: str | None, sort: str, share: str | None,
-            prometheus: str | None, publish_alerts: bool) -> None:
+            prometheus: str | None, publish_alerts: bool, history: str | None, no_history: bool) -> None:
     """A live view of the devices: status, model (active and desired), delegate, latency,
     throughput, power, energy per inference, temperature, last seen; and a table per model
     version across the fleet.
@@ -200,7 +205,8 @@ def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json:
         raise click.ClickException(str(exc)) from None
     try:
         if not once:
-            watch(client, Topics(prefix), filters, share, prometheus, publish_alerts)
+            watch(client, Topics(prefix), filters, share, prometheus, publish_alerts,
+                  None if no_history else (history or ""))
             return
         view = collect(client, Topics(prefix), wait)
     finally:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
 from edgefleet.fleet.fleet_view import DeviceView, FleetView
-from edgefleet.fleet.live_view import EVERY, Filters, render
 from edgefleet.protocol.topics import Topics
+
+if TYPE_CHECKING:  # the live view needs rich (the fleet extra); subscribing does not
+    from edgefleet.fleet.live_view import Filters
 
 __all__ = ["DeviceView", "FleetView", "attach", "collect", "render_table", "snapshot_json", "watch"]
 
@@ -58,17 +60,21 @@ def collect(client: mqtt.Client, topics: Topics, wait_s: float) -> FleetView:
     return view
 
 
-def render_table(view: FleetView, filters: Filters = EVERY) -> Any:
+def render_table(view: FleetView, filters: Filters | None = None) -> Any:
     """Every device (no height limit), with the per-version table: `monitor --once`."""
-    return render(view, filters)
+    from edgefleet.fleet.live_view import EVERY, render
+
+    return render(view, filters or EVERY)
 
 
-def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY, share: str | None = None,
-          prometheus: str | None = None, publish_alerts: bool = False, history: str | None = None) -> None:
+def watch(client: mqtt.Client, topics: Topics, filters: Filters | None = None, share: str | None = None,
+          prometheus: str | None = None, publish_alerts: bool = False, history: str | None = None,
+          history_every_s: float = 10.0) -> None:
     """Live view until Ctrl-C; PROMETHEUS: also serve the metrics there (exporter.py);
     PUBLISH_ALERTS: publish the alerts on <prefix>/alerts/... (alerts.py); HISTORY: record there
     (history.py; "" the default file, None nothing)."""
     from edgefleet.fleet.alerts import publishing_book
+    from edgefleet.fleet.live_view import EVERY
     from edgefleet.fleet.live_view import watch as live
 
     view = FleetView(topics)
@@ -77,7 +83,7 @@ def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY, share: 
         from edgefleet.fleet.history import History, recorder
 
         store = History(history or None).start()
-        view.listeners.append(recorder(store))
+        view.listeners.append(recorder(store, history_every_s))
     attach(client, view, share)
     book = publishing_book(client, topics.prefix) if publish_alerts else None
     server = None
@@ -86,7 +92,7 @@ def watch(client: mqtt.Client, topics: Topics, filters: Filters = EVERY, share: 
 
         server = serve(view, prometheus)
     try:
-        live(view, filters, book=book)
+        live(view, filters or EVERY, book=book)
     finally:
         if server is not None:
             server.shutdown()

@@ -129,7 +129,7 @@ def test_the_last_will_says_offline_without_a_time_the_agent_could_not_know(star
         # no stale connect time passed off as "when"; the instance is the online one's
         assert offline["instance"] == online["instance"] and "ts" not in offline
         assert offline["since"] <= online["ts"]  # when the session began, not when it ended
-        from edgefleet.fleet.monitor import DeviceView
+        from edgefleet.fleet.fleet_view import DeviceView
 
         view = DeviceView("pi-will", status=offline, reported=reported)
         assert view.summary()["last_seen_at"] == reported["ts"]  # when it was last heard from

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgefleet.cli.common import DEFAULT_KEY, broker_option, emit_json, need, prefix_option
+from edgefleet.cli.common import DEFAULT_KEY, broker_option, emit_json, need, parse_duration, prefix_option
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -176,10 +176,13 @@ def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefi
               help="Record telemetry and state changes here (default "
                    "~/.local/state/edgefleet/history.sqlite; a postgresql:// URL for a shared store); "
                    "'edgefleet report' reads it.")
+@click.option("--history-every", default="10s", show_default=True,
+              help="Record a device's telemetry at most this often (state changes always).")
 @click.option("--no-history", is_flag=True, help="Record nothing.")
 def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json: bool, group: str | None,
             model: str | None, status: str | None, sort: str, share: str | None,
-            prometheus: str | None, publish_alerts: bool, history: str | None, no_history: bool) -> None:
+            prometheus: str | None, publish_alerts: bool, history: str | None, history_every: str,
+            no_history: bool) -> None:
     """A live view of the devices: status, model (active and desired), delegate, latency,
     throughput, power, energy per inference, temperature, last seen; and a table per model
     version across the fleet.
@@ -206,7 +209,7 @@ def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json:
     try:
         if not once:
             watch(client, Topics(prefix), filters, share, prometheus, publish_alerts,
-                  None if no_history else (history or ""))
+                  None if no_history else (history or ""), parse_duration(history_every))
             return
         view = collect(client, Topics(prefix), wait)
     finally:

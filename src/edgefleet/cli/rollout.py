@@ -64,8 +64,7 @@ def start(bundle: Path, group: str, stages: str, gate: str, bake: str, key: Path
     \b
     Examples:
       edgefleet rollout start digits-2.efb --group kitchen --bake 10m --broker 127.0.0.1:1883
-      edgefleet rollout start digits-2.efb --group kitchen --stages 50%,100% \
-          --gate "p95_ms<=1.5x,selftest=pass"
+      edgefleet rollout start d-2.efb --group hall --stages 50%,100% --gate "p95_ms<=1.5x,selftest=pass"
     """
     need("fleet", "rich")
     from edgefleet.fleet.connection import BrokerError, close, connect

@@ -6,6 +6,7 @@ real protocol's) and hand-made ones."""
 from __future__ import annotations
 
 import time
+import zlib
 
 import orjson
 from rich.console import Console
@@ -32,7 +33,7 @@ def _feed(view: FleetView, device: SimDevice, now: float | None = None) -> None:
 def _device(name: str, profile: str = "rpi4", groups: tuple[str, ...] = ("kitchen",), model: BundleRef = V1,
             **behaviour: object) -> SimDevice:
     return SimDevice(name, load_profile(profile), list(groups), model, Behaviour(**behaviour),  # type: ignore[arg-type]
-                     seed=hash(name) % 1000)
+                     seed=zlib.crc32(name.encode()))  # the same figures on every run
 
 
 def _text(renderable: object, width: int = 80) -> str:
@@ -162,9 +163,9 @@ def test_the_version_table_merges_the_devices_histograms_and_weighs_energy_by_in
     assert rows["2"]["latency_p50_ms"] > 1.5 * rows["1"]["latency_p50_ms"]  # --slower 2=2.0 shows
     energy = inferences = 0.0
     for d in devices[:3]:
-        power = orjson.loads(view.devices[d.device_id].telemetry and orjson.dumps(
-            view.devices[d.device_id].telemetry))["power"]
-        energy, inferences = energy + power["energy_j"], inferences + power["inferences"]
+        power = view.devices[d.device_id].telemetry["power"]
+        if power["inferences"]:  # a window without inferences has no energy per inference
+            energy, inferences = energy + power["energy_j"], inferences + power["inferences"]
     assert rows["1"]["energy_per_inference_mj"] == round(energy / inferences * 1000, 3)
     text = _text(render(view))
     assert "per model version" in text and "digits" in text

@@ -65,8 +65,7 @@ def figures(view: DeviceView | None, bundle_id: str) -> dict[str, Any]:
         h = None
     out["samples"] = h.count if h else 0
     if h and h.count >= MIN_SAMPLES:
-        for q, name in ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")):
-            v = h.quantile(q)
+        for name, v in zip(("p50_ms", "p95_ms", "p99_ms"), h.quantiles((0.5, 0.95, 0.99)), strict=True):
             out[name] = None if v is None else round(v * 1000, 5)
     mj = power.get("energy_per_inference_mj")
     out["mj_per_inference"] = mj if isinstance(mj, (int, float)) and not isinstance(mj, bool) else None

@@ -134,3 +134,13 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text.strip():
         raise click.BadParameter(f"{text!r} is not a duration such as 30s, 10m, 1h or 2d")
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def connect_or_fail(broker: Any, role: str) -> Any:
+    """A connected client for ROLE (fleet/connection.py), or the broker's refusal as a click error."""
+    from edgefleet.fleet.connection import BrokerError, connect
+
+    try:
+        return connect(broker, role)
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from None

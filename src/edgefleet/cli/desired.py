@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgefleet.cli.common import DEFAULT_KEY, F, broker_option, emit_json, need, prefix_option
+from edgefleet.cli.common import (
+    DEFAULT_KEY,
+    F,
+    broker_option,
+    connect_or_fail,
+    emit_json,
+    need,
+    prefix_option,
+)
 
 if TYPE_CHECKING:
     from edgefleet.fleet.connection import BrokerTarget
@@ -28,16 +36,13 @@ def _with_targets(command: F) -> F:
 def _run(action: Callable[[Any, Any], list[str]], broker: BrokerTarget, prefix: str, devices: tuple[str, ...],
          groups: tuple[str, ...], what: str, as_json: bool) -> None:
     """ACTION(client, topics) on one connection; the topics it set, printed."""
-    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.connection import close
     from edgefleet.fleet.publish import PublishError
     from edgefleet.protocol.topics import Topics
 
     if not devices and not groups:
         raise click.UsageError("name at least one --device or --group")
-    try:
-        client = connect(broker, "desired")
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    client = connect_or_fail(broker, "desired")
     try:
         topics = action(client, Topics(prefix))
     except (PublishError, ValueError) as exc:
@@ -129,15 +134,12 @@ def gc(dry_run: bool, wait: float, broker: BrokerTarget, prefix: str, as_json: b
     from dataclasses import asdict
 
     from edgefleet.fleet import gc as collector
-    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.connection import BrokerError, close
     from edgefleet.fleet.publish import PublishError
     from edgefleet.protocol.topics import Topics
 
     topics = Topics(prefix)
-    try:
-        client = connect(broker, "gc")
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    client = connect_or_fail(broker, "gc")
     try:
         found = collector.collect(client, topics, wait)
         unused = collector.unused(found)

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgefleet.cli.common import broker_option, emit_json, need, parse_duration, prefix_option
+from edgefleet.cli.common import (
+    broker_option,
+    connect_or_fail,
+    emit_json,
+    need,
+    parse_duration,
+    prefix_option,
+)
 
 if TYPE_CHECKING:
     from edgefleet.fleet.connection import BrokerTarget
@@ -36,17 +43,14 @@ def forget(device_ids: tuple[str, ...], offline_for: str | None, dry_run: bool, 
       edgefleet devices forget --offline-for 7d --dry-run --broker 127.0.0.1:1883
     """
     need("fleet", "rich")
-    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.connection import close
     from edgefleet.fleet.forget import choose, clear, known
     from edgefleet.protocol.topics import Topics
 
     age = parse_duration(offline_for) if offline_for else None
     if not device_ids and age is None:
         raise click.UsageError("name the devices to forget, or give --offline-for")
-    try:
-        client = connect(broker, "forget")
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    client = connect_or_fail(broker, "forget")
     try:
         topics = Topics(prefix)
         rows = choose(known(client, topics), device_ids, age)

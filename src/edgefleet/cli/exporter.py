@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgefleet.cli.common import broker_option, need, prefix_option
+from edgefleet.cli.common import broker_option, connect_or_fail, need, prefix_option
 
 if TYPE_CHECKING:
     from edgefleet.fleet.connection import BrokerTarget
@@ -40,16 +40,13 @@ def exporter(listen: str, share: str | None, publish_alerts: bool, alert_interva
       edgefleet exporter --listen 127.0.0.1:9108 --share exporters --broker 127.0.0.1:1883
     """
     need("fleet", "prometheus_client")
-    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.connection import close
     from edgefleet.fleet.exporter import serve
     from edgefleet.fleet.fleet_view import FleetView
     from edgefleet.fleet.monitor import attach
     from edgefleet.protocol.topics import Topics
 
-    try:
-        client = connect(broker, "exporter")
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    client = connect_or_fail(broker, "exporter")
     view = FleetView(Topics(prefix))
     attach(client, view, share)
     try:

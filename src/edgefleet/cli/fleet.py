@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgefleet.cli.common import DEFAULT_KEY, broker_option, emit_json, need, parse_duration, prefix_option
+from edgefleet.cli.common import (
+    DEFAULT_KEY,
+    broker_option,
+    connect_or_fail,
+    emit_json,
+    need,
+    parse_duration,
+    prefix_option,
+)
 from edgefleet.protocol.limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -115,7 +123,7 @@ def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefi
       edgefleet infer three.npy --device pi-kitchen-01 --broker 127.0.0.1:1883
     """
     need("device", "paho.mqtt")
-    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.connection import close
     from edgefleet.fleet.infer_client import InferenceFailed, MqttInferClient, answer_text, read_inputs
     from edgefleet.protocol.limits import MAX_INFER_REQUEST_BYTES
     from edgefleet.protocol.topics import Topics, check_id
@@ -134,10 +142,7 @@ def infer(inputs: Path, device: str, timeout: float, broker: BrokerTarget, prefi
         raise click.ClickException(
             f"{size:,} bytes of inputs exceed what one MQTT request may carry "
             f"({MAX_INFER_REQUEST_BYTES:,} bytes after base64); split the batch or use the local API")
-    try:
-        client = connect(broker, "infer")
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    client = connect_or_fail(broker, "infer")
     try:
         answer = MqttInferClient(client, Topics(prefix), device).infer(x, timeout)
     except InferenceFailed as exc:
@@ -196,16 +201,13 @@ def monitor(broker: BrokerTarget, prefix: str, once: bool, wait: float, as_json:
     if as_json and not once:  # a usage error first: it holds whatever is installed
         raise click.UsageError("--json goes with --once")
     need("fleet", "rich")
-    from edgefleet.fleet.connection import BrokerError, close, connect
+    from edgefleet.fleet.connection import close
     from edgefleet.fleet.live_view import Filters
     from edgefleet.fleet.monitor import collect, render_table, watch
     from edgefleet.protocol.topics import Topics
 
     filters = Filters(group, model, status, sort)
-    try:
-        client = connect(broker, "monitor")
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    client = connect_or_fail(broker, "monitor")
     try:
         if not once:
             watch(client, Topics(prefix), filters, share, prometheus, publish_alerts,
